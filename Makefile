@@ -1,0 +1,39 @@
+# xnat-fleet: the two entry points are `make demo` and `make test`; both set up a fresh
+# Debian 12 machine first (scripts/bootstrap.sh: apt packages, .venv, base images).
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/molecule/shared/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+INVENTORY ?= inventory/example
+SCENARIOS ?= $(sort $(filter-out shared,$(notdir $(wildcard molecule/*))))
+
+.PHONY: bootstrap demo demo-down test lint unit molecule
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	xnat-fleet check -i $(INVENTORY)
+	xnat-fleet lab up -i $(INVENTORY)
+	xnat-fleet provision -i $(INVENTORY) --lab
+
+demo-down: bootstrap
+	xnat-fleet lab down -i $(INVENTORY)
+
+lint: bootstrap
+	ruff check src tests
+	ruff format --check src tests
+	mypy
+	yamllint -s .
+	ansible-lint --profile production
+
+unit: bootstrap
+	pytest -q
+
+molecule: bootstrap
+	@set -e; for s in $(SCENARIOS); do \
+	  echo "=== molecule scenario $$s"; \
+	  molecule test -s $$s; \
+	done
+
+test: lint unit molecule
