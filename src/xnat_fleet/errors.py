@@ -1,0 +1,28 @@
+"""Exit codes and the errors the CLI reports as one line."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``xnat-fleet`` command."""
+
+    OK = 0
+    ERROR = 1  # an expected error (bad option, missing file, tool not installed)
+    USAGE = 2  # click's own code for a usage error
+    INVALID = 3  # the inventory failed validation; nothing was touched
+    RUN_FAILED = 4  # a playbook ran and at least one host failed or was unreachable
+    UNEXPECTED = 70  # a bug: traceback written to the debug log
+
+
+class FleetError(Exception):
+    """An expected error: the CLI prints its message as one red line."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+
+class InventoryError(FleetError):
+    """The inventory cannot be read at all (missing file, wrong vault password, bad YAML)."""
+
+    exit_code = ExitCode.INVALID

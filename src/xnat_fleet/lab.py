@@ -1,0 +1,151 @@
+"""The lab: an inventory's hosts as local systemd containers (podman), for demos and trials.
+
+The inventory stays written for real hosts reached over SSH. The lab adds an overlay inventory
+(``.lab/<name>/lab.yml``) that points each host at its container through Ansible's podman
+connection and admits the lab network where the study admits its admin networks. The overlay is
+layered on top with a second ``-i``; the inventory itself is never edited.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from xnat_fleet.errors import FleetError
+from xnat_fleet.model.fleet import Fleet
+from xnat_fleet.model.loader import InventorySource
+from xnat_fleet.paths import project_root
+
+IMAGE = "localhost/xnat-fleet-base:bookworm"
+NETWORK = "xf-lab"
+SUBNET = ipaddress.ip_network("10.89.50.0/24")
+FIRST_HOST = 10
+LAB_ADMIN = "labadmin"
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    container: str
+    address: str
+
+
+def lab_dir(source: InventorySource) -> Path:
+    return project_root() / ".lab" / source.directory.resolve().name
+
+
+def overlay_path(source: InventorySource) -> Path:
+    return lab_dir(source) / "lab.yml"
+
+
+def lab_hosts(fleet: Fleet) -> list[LabHost]:
+    return [
+        LabHost(h.name, f"xf-lab-{h.name}", str(SUBNET.network_address + FIRST_HOST + i))
+        for i, h in enumerate(fleet.hosts)
+    ]
+
+
+def _podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if shutil.which("podman") is None:
+        raise FleetError("podman is not installed (run `make bootstrap`)")
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(project_root() / "molecule/shared/containers.conf"))
+    proc = subprocess.run(["podman", *args], capture_output=True, text=True, env=env, check=False)  # noqa: S603,S607
+    if check and proc.returncode != 0:
+        raise FleetError(f"podman {args[0]} {args[1] if len(args) > 1 else ''}: {proc.stderr.strip()}")
+    return proc
+
+
+def _lab_key(directory: Path) -> str:
+    """The lab admin's key pair (created once): its public key in OpenSSH form."""
+    private = directory / "id_ed25519"
+    if not private.exists():
+        key = Ed25519PrivateKey.generate()
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+        private.chmod(0o600)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        (directory / "id_ed25519.pub").write_text(public.decode() + " xnat-fleet-lab\n")
+    return (directory / "id_ed25519.pub").read_text().strip()
+
+
+def overlay(fleet: Fleet, public_key: str) -> dict[str, Any]:
+    """The overlay inventory: podman connection per host, lab network admitted for SSH."""
+    lab_admin = {"name": LAB_ADMIN, "comment": "xnat-fleet lab", "ssh_keys": [public_key]}
+    hosts: dict[str, Any] = {}
+    for lab_host in lab_hosts(fleet):
+        hosts[lab_host.name] = {
+            "ansible_connection": "containers.podman.podman",
+            "ansible_host": lab_host.container,
+            "ansible_python_interpreter": "/usr/bin/python3",
+            # The lab network is an admin network, and the lab admin a study admin, so that
+            # `ssh labadmin@ADDRESS` works from this machine.
+            "firewall_ssh_sources": f"{{{{ fleet_networks.admin + ['{SUBNET}'] }}}}",
+            "base_admin_users": f"{{{{ fleet_admins + [{json.dumps(lab_admin)}] }}}}",
+            # A container may not set the clock (no CAP_SYS_TIME): chrony only measures.
+            "base_chrony_set_clock": False,
+        }
+    return {"all": {"hosts": hosts}}
+
+
+def up(fleet: Fleet, source: InventorySource) -> list[LabHost]:
+    """Start (or keep) one container per host and write the overlay inventory."""
+    directory = lab_dir(source)
+    directory.mkdir(parents=True, exist_ok=True)
+    if _podman("network", "exists", NETWORK, check=False).returncode != 0:
+        _podman("network", "create", "--subnet", str(SUBNET), NETWORK)
+    if _podman("image", "exists", IMAGE, check=False).returncode != 0:
+        raise FleetError(f"image {IMAGE} is missing (run `make bootstrap`)")
+    hosts = lab_hosts(fleet)
+    for h in hosts:
+        if _podman("container", "exists", h.container, check=False).returncode != 0:
+            _podman(
+                "run", "-d", "--name", h.container, "--hostname", h.name,
+                "--network", NETWORK, "--ip", h.address, "--systemd=always",
+                "--cap-add", "NET_ADMIN", "--label", "xnat-fleet.lab=1",
+                IMAGE, "/sbin/init",
+            )  # fmt: skip
+        else:
+            _podman("start", h.container)
+    for h in hosts:
+        _podman("exec", h.container, "systemctl", "is-system-running", "--wait", check=False)
+    document = overlay(fleet, _lab_key(directory))
+    overlay_path(source).write_text(
+        "# Written by `xnat-fleet lab up`: the lab's connection settings layered over the\n"
+        "# inventory. Do not edit; `xnat-fleet lab down` removes it.\n"
+        + yaml.safe_dump(document, sort_keys=True)
+    )
+    return hosts
+
+
+def down(fleet: Fleet, source: InventorySource) -> None:
+    for h in lab_hosts(fleet):
+        _podman("rm", "-f", "--ignore", h.container)
+    _podman("network", "rm", "-f", NETWORK, check=False)
+    shutil.rmtree(lab_dir(source), ignore_errors=True)
+
+
+def status(fleet: Fleet) -> dict[str, str]:
+    """container -> state (running, exited, missing)."""
+    out: dict[str, str] = {}
+    for h in lab_hosts(fleet):
+        proc = _podman("inspect", "--format", "{{.State.Status}}", h.container, check=False)
+        out[h.name] = proc.stdout.strip() if proc.returncode == 0 else "missing"
+    return out

@@ -1,0 +1,341 @@
+"""Rules that span variables, hosts or files: the part of validation pydantic fields cannot hold.
+
+Each check yields :class:`Problem` records naming the host and the variable path.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from xnat_fleet.model.fleet import CertificateFiles, Host, HostConfig, Problem
+from xnat_fleet.paths import roles_dir
+
+if TYPE_CHECKING:
+    from xnat_fleet.model.loader import LoadedInventory
+
+
+@dataclass(frozen=True)
+class Unrenderable:
+    """A variable whose Jinja2 template failed to render (e.g. it names an undefined variable)."""
+
+    error: str
+
+
+# Ports the roles open on every host besides the ones the inventory lists.
+FIXED_PORTS = {"http (tls_proxy redirect)": 80, "https (tls_proxy)": 443}
+# xnat-facts.md §1: the admin UI accepts SCP ports 1024-49151; 104 is served by the proxy's
+# stream block in front of a high port.
+DICOM_PORT_RANGE = range(1024, 49152)
+DICOM_PRIVILEGED_PORT = 104
+
+
+def group_layout(
+    hostvars: Mapping[str, object], central: list[str], relays: list[str]
+) -> Iterator[Problem]:
+    if len(central) != 1:
+        found = ", ".join(central) or "none"
+        yield Problem((), "groups.central", f"exactly one central host is required (found {found})")
+    for name in sorted(set(central) & set(relays)):
+        yield Problem((name,), "groups", "a host cannot be in both the central and relays groups")
+    for name in sorted(set(hostvars) - set(central) - set(relays)):
+        yield Problem((name,), "groups", "host is in neither the central nor the relays group")
+    lowered = Counter(r.lower() for r in relays)
+    for name in relays:
+        if lowered[name.lower()] > 1:
+            yield Problem((name,), "inventory_hostname", "relay names must be unique (ignoring case)")
+
+
+@functools.cache
+def _role_specs() -> dict[str, dict[str, Any]]:
+    """role name -> the options of its main entry point (roles/<role>/meta/argument_specs.yml)."""
+    specs: dict[str, dict[str, Any]] = {}
+    for spec_file in sorted(roles_dir().glob("*/meta/argument_specs.yml")):
+        data = yaml.safe_load(spec_file.read_text()) or {}
+        main = (data.get("argument_specs") or {}).get("main") or {}
+        specs[spec_file.parent.parent.name] = main.get("options") or {}
+    return specs
+
+
+def _role_of(variable: str) -> str | None:
+    matches = [r for r in _role_specs() if variable.startswith(r + "_")]
+    return max(matches, key=len) if matches else None
+
+
+def other_variables(host: str, variables: Mapping[str, Any]) -> Iterator[Problem]:
+    """Variables that are not ``fleet_*``: connection settings, secrets and role inputs."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    for key, value in sorted(variables.items()):
+        if isinstance(value, Unrenderable):
+            yield Problem((host,), key, f"cannot be rendered: {value.error}")
+            continue
+        if key.startswith(("fleet_", "ansible_", "vault_")):
+            continue
+        role = _role_of(key)
+        if role is None:
+            yield Problem(
+                (host,),
+                key,
+                "unknown variable: not fleet_*, vault_*, ansible_* or the input of a role",
+            )
+            continue
+        options = _role_specs()[role]
+        if key not in options:
+            yield Problem((host,), key, f"not an input of role {role} (meta/argument_specs.yml)")
+            continue
+        result = ArgumentSpecValidator({key: options[key]}).validate({key: value})
+        for message in result.error_messages:
+            yield Problem((host,), key, f"role {role}: {message}")
+
+
+def host_rules(host: Host) -> Iterator[Problem]:
+    name, c = host.name, host.config
+    yield from _ports(name, c)
+    if host.kind == "relay":
+        if c.fleet_site is None:
+            yield Problem((name,), "fleet_site", "a relay needs its site (id and name)")
+        if not c.fleet_dicom_receivers:
+            yield Problem((name,), "fleet_dicom_receivers", "a relay needs a DICOM receiver")
+        if c.fleet_projects:
+            yield Problem(
+                (name,),
+                "fleet_projects",
+                "only the central host lists projects; relay projects come from fleet_sync",
+            )
+        yield from _duplicates(name, "fleet_scanners", [s.ae_title for s in c.fleet_scanners])
+        yield from _duplicates(name, "fleet_scanners", [s.address for s in c.fleet_scanners])
+        yield from _duplicates(
+            name, "fleet_dicom_receivers", [r.ae_title for r in c.fleet_dicom_receivers]
+        )
+        yield from _duplicates(name, "fleet_sync", [s.project for s in c.fleet_sync])
+    else:
+        if not c.fleet_projects:
+            yield Problem((name,), "fleet_projects", "the central host needs its projects")
+        for var in ("fleet_site", "fleet_scanners", "fleet_sync"):
+            if getattr(c, var):
+                yield Problem((name,), var, "only relays have this variable")
+        yield from _duplicates(name, "fleet_projects", [p.id for p in c.fleet_projects])
+
+
+def _duplicates(host: str, variable: str, values: list[str]) -> Iterator[Problem]:
+    counts = Counter(values)
+    for i, value in enumerate(values):
+        if counts[value] > 1 and values.index(value) != i:
+            yield Problem((host,), f"{variable}[{i}]", f"duplicate value {value!r}")
+
+
+def _ports(host: str, c: HostConfig) -> Iterator[Problem]:
+    used: dict[int, str] = {c.fleet_ssh_port: "ssh (fleet_ssh_port)"}
+    for service, port in FIXED_PORTS.items():
+        if port in used:
+            yield Problem((host,), "fleet_ssh_port", f"port {port} is also used by {service}")
+        used.setdefault(port, service)
+    for i, receiver in enumerate(c.fleet_dicom_receivers):
+        var = f"fleet_dicom_receivers[{i}].port"
+        if receiver.port != DICOM_PRIVILEGED_PORT and receiver.port not in DICOM_PORT_RANGE:
+            yield Problem(
+                (host,),
+                var,
+                f"port {receiver.port}: XNAT accepts DICOM receiver ports 1024-49151 (or 104)",
+            )
+        if receiver.port in used:
+            yield Problem(
+                (host,), var, f"port {receiver.port} is already used by {used[receiver.port]}"
+            )
+        else:
+            used[receiver.port] = f"DICOM receiver {receiver.ae_title}"
+
+
+def required_secrets(c: HostConfig) -> dict[str, str]:
+    """vault variable -> what it is for, for the features this host's configuration enables."""
+    needed = {
+        "vault_xnat_admin_password": "XNAT admin password",
+        "vault_xnat_service_password": "XNAT service account password",
+    }
+    if c.fleet_smtp.username:
+        needed["vault_smtp_password"] = "SMTP login of fleet_smtp.username"
+    if c.fleet_ldap and c.fleet_ldap.enabled:
+        needed["vault_ldap_bind_password"] = "LDAP bind password of fleet_ldap.bind_dn"
+    if c.fleet_openid and c.fleet_openid.enabled:
+        needed["vault_openid_client_secret"] = "OpenID client secret of fleet_openid.client_id"
+    return needed
+
+
+class _Vaulted(str):
+    """A ``!vault`` value found while scanning a vars file without decrypting it."""
+
+
+class _ScanLoader(yaml.SafeLoader):
+    pass
+
+
+_ScanLoader.add_constructor(
+    "!vault", lambda loader, node: _Vaulted(loader.construct_scalar(node))  # type: ignore[arg-type]
+)
+_ScanLoader.add_constructor(
+    "!unsafe", lambda loader, node: str(loader.construct_scalar(node))  # type: ignore[arg-type]
+)
+
+
+def _vars_files(directory: Path, kind: str, name: str) -> list[Path]:
+    base = directory / kind
+    files = [base / f"{name}{ext}" for ext in ("", ".yml", ".yaml", ".json")]
+    found = [f for f in files if f.is_file()]
+    if (base / name).is_dir():
+        found += sorted(f for f in (base / name).rglob("*") if f.is_file())
+    return found
+
+
+def _walk_keys(data: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield str(key), value
+            yield from _walk_keys(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _walk_keys(item)
+
+
+@functools.cache
+def _file_secrets(path: Path) -> dict[str, bool]:
+    """``vault_*`` variable -> encrypted?, for one vars or inventory file."""
+    text = path.read_text(errors="replace")
+    if text.startswith("$ANSIBLE_VAULT"):
+        # Whole-file encryption: every variable it defines is encrypted at rest. The names are
+        # found when the loader decrypts the file; here we only need "all of them".
+        return {"*": True}
+    try:
+        data = yaml.load(text, Loader=_ScanLoader)  # noqa: S506  # a SafeLoader subclass
+    except yaml.YAMLError:
+        return {}
+    return {
+        key: isinstance(value, _Vaulted)
+        for key, value in _walk_keys(data)
+        if key.startswith("vault_")
+    }
+
+
+def _secret_sources(name: str, groups: list[str], inv: LoadedInventory) -> list[tuple[Path, bool]]:
+    d = inv.source.directory
+    files = [inv.source.hosts_file, *inv.source.overlays]
+    for group in groups:
+        files += _vars_files(d, "group_vars", group)
+    files += _vars_files(d, "host_vars", name)
+    return [(f, enc) for f in files for var, enc in _file_secrets(f).items() if var == name]
+
+
+def secrets(
+    host: str, c: HostConfig, variables: Mapping[str, Any], inv: LoadedInventory
+) -> Iterator[Problem]:
+    groups = ["all", *sorted(g for g, members in inv.groups.items() if host in members)]
+    for var, purpose in required_secrets(c).items():
+        value = variables.get(var)
+        if not isinstance(value, str) or not value:
+            yield Problem((host,), var, f"required secret missing ({purpose}); add it to the vault")
+            continue
+        plaintext = [f for f, encrypted in _secret_sources(var, groups, inv) if not encrypted]
+        for f in plaintext:
+            rel = f.relative_to(inv.source.directory) if f.is_relative_to(inv.source.directory) else f
+            yield Problem(
+                (host,), var, f"secret stored in plain text in {rel}; encrypt it with ansible-vault"
+            )
+
+
+def certificates(host: str, c: HostConfig, inv: LoadedInventory) -> Iterator[Problem]:
+    yield from _certificate_pair(host, "fleet_ca", c.fleet_ca, inv, ca=True)
+    if c.fleet_tls is not None:
+        yield from _certificate_pair(host, "fleet_tls", c.fleet_tls, inv, ca=False)
+
+
+def _certificate_pair(
+    host: str, var: str, files: CertificateFiles, inv: LoadedInventory, *, ca: bool
+) -> Iterator[Problem]:
+    from ansible.errors import AnsibleError
+    from ansible.parsing.vault import is_encrypted_file
+
+    cert_path = inv.source.directory / files.cert
+    key_path = inv.source.directory / files.key
+    if not cert_path.is_file():
+        yield Problem((host,), f"{var}.cert", f"file {files.cert} not found")
+        return
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError:
+        yield Problem((host,), f"{var}.cert", f"{files.cert} is not a PEM certificate")
+        return
+    if ca:
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            yield Problem((host,), f"{var}.cert", f"{files.cert} is not a CA certificate")
+    if not key_path.is_file():
+        yield Problem((host,), f"{var}.key", f"file {files.key} not found")
+        return
+    with key_path.open("rb") as fh:
+        encrypted = is_encrypted_file(fh)
+    if not encrypted:
+        yield Problem(
+            (host,),
+            f"{var}.key",
+            f"{files.key} is a plain-text private key; encrypt it with ansible-vault encrypt",
+        )
+        return
+    try:
+        real = inv.loader.get_real_file(str(key_path), decrypt=True)
+    except AnsibleError as exc:
+        yield Problem((host,), f"{var}.key", f"cannot decrypt {files.key}: {exc}")
+        return
+    try:
+        key = serialization.load_pem_private_key(Path(real).read_bytes(), password=None)
+    except (ValueError, TypeError):
+        yield Problem((host,), f"{var}.key", f"{files.key} is not an unencrypted PEM private key")
+        return
+    finally:
+        inv.loader.cleanup_tmp_file(real)
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if key.public_key().public_bytes(enc, fmt) != cert.public_key().public_bytes(enc, fmt):
+        yield Problem((host,), f"{var}.key", f"{files.key} does not match {files.cert}")
+
+
+def fleet_rules(hosts: Mapping[str, Host], central: list[str], relays: list[str]) -> Iterator[Problem]:
+    site_ids: dict[str, str] = {}
+    for name in relays:
+        host = hosts.get(name)
+        if host is None or host.config.fleet_site is None:
+            continue
+        site = host.config.fleet_site.id.lower()
+        if site in site_ids:
+            yield Problem(
+                (name,),
+                "fleet_site.id",
+                f"site id {host.config.fleet_site.id!r} is already used by {site_ids[site]}",
+            )
+        else:
+            site_ids[site] = name
+    if len(central) != 1 or central[0] not in hosts:
+        return
+    projects = {p.id for p in hosts[central[0]].config.fleet_projects}
+    for name in relays:
+        host = hosts.get(name)
+        if host is None:
+            continue
+        for i, link in enumerate(host.config.fleet_sync):
+            if link.central_project not in projects:
+                yield Problem(
+                    (name,),
+                    f"fleet_sync[{i}].central_project",
+                    f"{link.central_project} is not a project of the central host {central[0]} "
+                    "(fleet_projects)",
+                )

@@ -1,0 +1,221 @@
+"""Load a study from an Ansible inventory with Ansible's own managers, then validate it.
+
+Nothing here opens a network connection: hosts are never contacted, host names are never
+resolved. Validation collects every problem before reporting, so one run lists all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from xnat_fleet.errors import InventoryError
+from xnat_fleet.model import checks
+from xnat_fleet.model.fleet import Fleet, Host, HostConfig, Problem
+
+# Variables Ansible adds to every host that are not part of the inventory.
+_MAGIC = {
+    "ansible_config_file",
+    "ansible_facts",
+    "ansible_playbook_python",
+    "ansible_version",
+    "group_names",
+    "groups",
+    "inventory_dir",
+    "inventory_file",
+    "inventory_hostname",
+    "inventory_hostname_short",
+    "playbook_dir",
+    "omit",
+}
+SETTINGS_FILE = "xnat-fleet.yml"
+VAULT_PASSWORD_ENV = "XNAT_FLEET_VAULT_PASSWORD_FILE"
+
+
+@dataclass
+class InventorySource:
+    """An inventory as the CLI receives it: ``-i PATH`` plus optional overlay files.
+
+    ``path`` may be a directory holding ``hosts.yml`` (and ``xnat-fleet.yml`` with CLI settings)
+    or an inventory file. Overlays (the lab's connection settings) are further inventory sources
+    layered on top; they never edit the inventory itself.
+    """
+
+    path: Path
+    vault_password_file: Path | None = None
+    overlays: list[Path] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return self.path if self.path.is_dir() else self.path.parent
+
+    @property
+    def hosts_file(self) -> Path:
+        if self.path.is_dir():
+            for name in ("hosts.yml", "hosts.yaml", "hosts"):
+                if (self.path / name).is_file():
+                    return self.path / name
+            raise InventoryError(f"{self.path}: no hosts.yml in this inventory directory")
+        if not self.path.is_file():
+            raise InventoryError(f"{self.path}: inventory not found")
+        return self.path
+
+    @property
+    def sources(self) -> list[str]:
+        return [str(self.hosts_file), *(str(o) for o in self.overlays)]
+
+    def settings(self) -> dict[str, Any]:
+        f = self.directory / SETTINGS_FILE
+        if not f.is_file():
+            return {}
+        data = yaml.safe_load(f.read_text()) or {}
+        if not isinstance(data, dict) or set(data) - {"vault_password_file"}:
+            raise InventoryError(f"{f}: only the key vault_password_file is allowed")
+        return data
+
+    def vault_password(self) -> Path | None:
+        """Explicit option, then $XNAT_FLEET_VAULT_PASSWORD_FILE, then the inventory's settings."""
+        if self.vault_password_file:
+            return self.vault_password_file
+        if os.environ.get(VAULT_PASSWORD_ENV):
+            return Path(os.environ[VAULT_PASSWORD_ENV])
+        configured = self.settings().get("vault_password_file")
+        return self.directory / configured if configured else None
+
+
+@dataclass
+class LoadedInventory:
+    """Raw per-host variables (templated, plain Python types) and group membership."""
+
+    source: InventorySource
+    hostvars: dict[str, dict[str, Any]]
+    groups: dict[str, list[str]]
+    loader: Any  # ansible DataLoader with the vault secrets, for decrypting files later
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's tagged containers and strings -> plain Python (pydantic and json want these)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def load_inventory(source: InventorySource) -> LoadedInventory:
+    """Read the inventory through Ansible's InventoryManager and VariableManager."""
+    # Imported here: loading Ansible is slow and only needed by commands that read inventories.
+    from ansible.cli import CLI
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    password = source.vault_password()
+    if password is not None:
+        if not password.is_file():
+            raise InventoryError(f"vault password file {password} not found")
+        loader.set_vault_secrets(
+            CLI.setup_vault_secrets(loader, vault_ids=[], vault_password_files=[str(password)])
+        )
+    try:
+        inventory = InventoryManager(loader=loader, sources=source.sources)
+        variables = VariableManager(loader=loader, inventory=inventory)
+        hostvars: dict[str, dict[str, Any]] = {}
+        for host in inventory.get_hosts():
+            raw = variables.get_vars(host=host, include_hostvars=False)
+            templar = Templar(loader=loader, variables=raw)
+            own = {}
+            for key, value in raw.items():
+                if key in _MAGIC:
+                    continue
+                try:
+                    own[key] = _plain(templar.template(value))
+                except AnsibleError as exc:
+                    own[key] = checks.Unrenderable(str(exc).splitlines()[0])
+            hostvars[host.name] = own
+        groups = {
+            name: sorted(h.name for h in group.get_hosts())
+            for name, group in inventory.groups.items()
+        }
+    except AnsibleError as exc:
+        message = str(exc).splitlines()[0]
+        if "vault" in message.lower() and password is None:
+            message += f" (give --vault-password-file or set {VAULT_PASSWORD_ENV})"
+        raise InventoryError(f"{source.path}: {message}") from None
+    if not hostvars:
+        raise InventoryError(f"{source.path}: the inventory has no hosts")
+    return LoadedInventory(source, hostvars, groups, loader)
+
+
+def _loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_problems(host: str, error: ValidationError) -> Iterator[Problem]:
+    for err in error.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown variable or key (misspelt?)"
+        yield Problem((host,), _loc(loc), message)
+
+
+def _merge(problems: Iterable[Problem]) -> list[Problem]:
+    """One line per (variable, message): study-wide mistakes list every host they affect."""
+    by_key: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for p in problems:
+        by_key[(p.variable, p.message)].update(p.hosts)
+    return sorted(Problem(tuple(sorted(h)), v, m) for (v, m), h in by_key.items())
+
+
+def validate_inventory(source: InventorySource) -> tuple[Fleet | None, list[Problem]]:
+    """Validate everything; return the fleet (None when invalid) and every problem found."""
+    inv = load_inventory(source)
+    problems: list[Problem] = []
+    hosts: dict[str, Host] = {}
+    central = inv.groups.get("central", [])
+    relays = inv.groups.get("relays", [])
+    problems += checks.group_layout(inv.hostvars, central, relays)
+    for name, variables in sorted(inv.hostvars.items()):
+        fleet_vars = {k: v for k, v in variables.items() if k.startswith("fleet_")}
+        problems += checks.other_variables(name, variables)
+        try:
+            config = HostConfig.model_validate(fleet_vars)
+        except ValidationError as exc:
+            problems += _model_problems(name, exc)
+            continue
+        kind = "central" if name in central else "relay"
+        host = Host(name=name, kind=kind, config=config)
+        hosts[name] = host
+        problems += checks.host_rules(host)
+        problems += checks.secrets(name, config, variables, inv)
+        problems += checks.certificates(name, config, inv)
+    problems += checks.fleet_rules(hosts, central, relays)
+    problems = _merge(problems)
+    if problems or len(central) != 1:
+        return None, problems
+    fleet = Fleet(central=hosts[central[0]], relays=[hosts[r] for r in relays])
+    return fleet, []
+
+
+def load_fleet(source: InventorySource) -> Fleet:
+    """Validated fleet, or InventoryError listing every problem."""
+    fleet, problems = validate_inventory(source)
+    if fleet is None:
+        raise InventoryError("\n".join(str(p) for p in problems))
+    return fleet
