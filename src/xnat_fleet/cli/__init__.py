@@ -39,7 +39,8 @@ cli.add_command(lab.lab)
 def main() -> None:
     """Entry point: expected errors are one red line, unexpected ones a traceback in a log."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns the code of an Exit instead of exiting.
+        rc = cli.main(standalone_mode=False)
     except FleetError as exc:
         for line in str(exc).splitlines():
             err_console.print(f"[red]error:[/red] {line}", soft_wrap=True)
@@ -57,3 +58,4 @@ def main() -> None:
         traceback.print_exc()
         err_console.print(f"[red]unexpected error[/red]; traceback written to {DEBUG_LOG}")
         sys.exit(int(ExitCode.UNEXPECTED))
+    sys.exit(rc if isinstance(rc, int) else int(ExitCode.OK))

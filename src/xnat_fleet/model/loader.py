@@ -111,10 +111,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _vault_secrets(password: Path, loader: Any) -> list[tuple[str, Any]]:
+    """Vault secrets from a password file or script, made current for lazy decryption.
+
+    Ansible keeps one process-wide secrets context (inline ``!vault`` values decrypt through it);
+    a library loads several inventories per process, so the context is replaced, not re-created.
+    """
+    from ansible.errors import AnsibleError
+    from ansible.parsing.vault import VaultSecretsContext, get_file_vault_secret
+
+    try:
+        secret = get_file_vault_secret(filename=str(password), vault_id="default", loader=loader)
+        secret.load()
+    except AnsibleError as exc:
+        raise InventoryError(f"vault password file {password}: {exc}") from None
+    secrets = [("default", secret)]
+    current = VaultSecretsContext.current(optional=True)
+    if current is None:
+        VaultSecretsContext.initialize(VaultSecretsContext(secrets))
+    else:
+        current.secrets = secrets
+    return secrets
+
+
 def load_inventory(source: InventorySource) -> LoadedInventory:
     """Read the inventory through Ansible's InventoryManager and VariableManager."""
     # Imported here: loading Ansible is slow and only needed by commands that read inventories.
-    from ansible.cli import CLI
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -126,9 +148,7 @@ def load_inventory(source: InventorySource) -> LoadedInventory:
     if password is not None:
         if not password.is_file():
             raise InventoryError(f"vault password file {password} not found")
-        loader.set_vault_secrets(
-            CLI.setup_vault_secrets(loader, vault_ids=[], vault_password_files=[str(password)])
-        )
+        loader.set_vault_secrets(_vault_secrets(password, loader))
     try:
         inventory = InventoryManager(loader=loader, sources=source.sources)
         variables = VariableManager(loader=loader, inventory=inventory)

@@ -1,0 +1,81 @@
+"""Shared fixtures: a scratch copy of the example inventory that tests may edit."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "inventory" / "example"
+DEMO_PASSWORD = EXAMPLE / "DEMO-ONLY-vault-password.txt"
+
+
+class ScratchInventory:
+    """A copy of the example inventory with helpers to edit it the way a user would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # -- plain YAML files -------------------------------------------------------------------
+    def load(self, rel: str) -> Any:
+        return yaml.safe_load((self.path / rel).read_text())
+
+    def dump(self, rel: str, data: Any) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
+
+    def set(self, rel: str, dotted: str, value: Any) -> None:
+        data = self.load(rel) if (self.path / rel).exists() else {}
+        tokens = [int(t) if t.isdigit() else t for t in re.findall(r"[^.\[\]]+", dotted)]
+        node = data
+        for token in tokens[:-1]:
+            node = node[token]
+        node[tokens[-1]] = value
+        self.dump(rel, data)
+
+    def delete(self, rel: str, key: str) -> None:
+        data = self.load(rel)
+        del data[key]
+        self.dump(rel, data)
+
+    # -- vault ------------------------------------------------------------------------------
+    def _vault(self) -> Any:
+        from ansible.parsing.vault import VaultLib, VaultSecret
+
+        return VaultLib([("default", VaultSecret(DEMO_PASSWORD.read_bytes().strip()))])
+
+    def vault_remove(self, names: list[str]) -> None:
+        f = self.path / "group_vars/all/vault.yml"
+        vault = self._vault()
+        data = yaml.safe_load(vault.decrypt(f.read_bytes()))
+        for name in names:
+            data.pop(name)
+        f.write_bytes(vault.encrypt(yaml.safe_dump(data).encode()))
+
+    def encrypt_file(self, rel: str) -> None:
+        f = self.path / rel
+        f.write_bytes(self._vault().encrypt(f.read_bytes()))
+
+    def decrypt_file(self, rel: str) -> None:
+        f = self.path / rel
+        f.write_bytes(self._vault().decrypt(f.read_bytes()))
+
+    def inline_vault(self, rel: str, name: str, value: str) -> None:
+        token = self._vault().encrypt(value.encode()).decode()
+        block = "\n".join("  " + line for line in token.splitlines())
+        with (self.path / rel).open("a") as fh:
+            fh.write(f"{name}: !vault |\n{block}\n")
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[ScratchInventory]:
+    target = tmp_path / "study"
+    shutil.copytree(EXAMPLE, target)
+    yield ScratchInventory(target)
