@@ -96,10 +96,16 @@ def test_every_problem_is_reported_at_once(scratch: ScratchInventory) -> None:
 def test_cli_check_prints_one_line_per_problem_and_exits_3(scratch: ScratchInventory) -> None:
     apply_case(scratch, yaml.safe_load((CORPUS / "negative" / "scanner_hostname.yml").read_text()))
     proc = subprocess.run(
-        ["xnat-fleet", "check", "-i", str(scratch.path)], capture_output=True, text=True, check=False
+        ["xnat-fleet", "check", "-i", str(scratch.path)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 3, proc.stderr
-    assert "relay-kings: fleet_scanners[1].address: 'petct.kings.example.org' is not an IP" in proc.stdout
+    assert (
+        "relay-kings: fleet_scanners[1].address: 'petct.kings.example.org' is not an IP"
+        in proc.stdout
+    )
     assert "nothing was changed" in proc.stdout
 
 

@@ -62,7 +62,9 @@ def _podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env.setdefault("CONTAINERS_CONF", str(project_root() / "molecule/shared/containers.conf"))
     proc = subprocess.run(["podman", *args], capture_output=True, text=True, env=env, check=False)  # noqa: S603,S607
     if check and proc.returncode != 0:
-        raise FleetError(f"podman {args[0]} {args[1] if len(args) > 1 else ''}: {proc.stderr.strip()}")
+        raise FleetError(
+            f"podman {args[0]} {args[1] if len(args) > 1 else ''}: {proc.stderr.strip()}"
+        )
     return proc
 
 

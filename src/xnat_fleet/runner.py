@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def _stats(data: Mapping[str, Any]) -> dict[str, HostSummary]:
     return hosts
 
 
-def summarize_events(events: list[Mapping[str, Any]]) -> RunResult:
+def summarize_events(events: Sequence[Mapping[str, Any]]) -> RunResult:
     """Fold ansible-runner events into a result (also used by the live handler)."""
     result = RunResult(status="unknown", rc=-1)
     for event in events:

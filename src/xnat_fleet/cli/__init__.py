@@ -19,7 +19,9 @@ DEBUG_LOG = Path(tempfile.gettempdir()) / "xnat-fleet-debug.log"
 err_console = Console(stderr=True, highlight=False)
 
 
-@click.group(context_settings={"auto_envvar_prefix": "XNAT_FLEET", "help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"auto_envvar_prefix": "XNAT_FLEET", "help_option_names": ["-h", "--help"]}
+)
 @click.version_option(version("xnat-fleet"), "--version", prog_name="xnat-fleet")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
 @click.pass_context

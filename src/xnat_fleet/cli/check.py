@@ -28,7 +28,9 @@ def check(inventory: Path, vault_password_file: Path | None, as_json: bool) -> N
                         {"hosts": list(p.hosts), "variable": p.variable, "message": p.message}
                         for p in problems
                     ],
-                    "hosts": [{"name": h.name, "kind": h.kind} for h in fleet.hosts] if fleet else [],
+                    "hosts": [{"name": h.name, "kind": h.kind} for h in fleet.hosts]
+                    if fleet
+                    else [],
                 },
                 indent=2,
             )

@@ -25,7 +25,9 @@ STYLE = {"changed": "yellow", "failed": "red", "unreachable": "red"}
 @click.option("--check", is_flag=True, help="Dry run: report what would change.")
 @click.option("--diff", is_flag=True, help="Show file differences.")
 @click.option("--lab", is_flag=True, help="Target the lab containers (`xnat-fleet lab up`).")
-@click.option("--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/.")
+@click.option(
+    "--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/."
+)
 @json_option
 def provision(
     inventory: Path,
@@ -42,7 +44,9 @@ def provision(
     if lab:
         overlay = lab_lib.overlay_path(source)
         if not overlay.is_file():
-            raise FleetError(f"no lab for {inventory}: run `xnat-fleet lab up -i {inventory}` first")
+            raise FleetError(
+                f"no lab for {inventory}: run `xnat-fleet lab up -i {inventory}` first"
+            )
         source.overlays.append(overlay)
     fleet = load_fleet(source)  # nothing runs unless the inventory is valid
     err = Console(stderr=True, highlight=False)
@@ -55,7 +59,9 @@ def provision(
                 detail = f": {p.message}" if p.message else ""
                 err.print(f"[{STYLE[p.kind]}]{p.kind:>11}[/] {p.host}: {p.task}{detail}")
 
-        result = run_playbook(playbook, source, limit=limit, check=check, diff=diff, on_progress=show)
+        result = run_playbook(
+            playbook, source, limit=limit, check=check, diff=diff, on_progress=show
+        )
     report(result, as_json=as_json)
     if lab and not as_json:
         print_status(fleet, source)
@@ -81,7 +87,9 @@ def report(result: RunResult, *, as_json: bool) -> None:
     for column in ("host", "ok", "changed", "failed", "unreachable", "skipped"):
         table.add_column(column, justify="left" if column == "host" else "right")
     for host, s in sorted(result.hosts.items()):
-        table.add_row(host, str(s.ok), str(s.changed), str(s.failed), str(s.unreachable), str(s.skipped))
+        table.add_row(
+            host, str(s.ok), str(s.changed), str(s.failed), str(s.unreachable), str(s.skipped)
+        )
     Console().print(table)
     for line in result.failures:
         Console(stderr=True).print(f"[red]failed:[/red] {line}", soft_wrap=True)

@@ -18,7 +18,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 # Unix account names as Debian's adduser accepts them by default.
 USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
-SSH_KEY_PATTERN = r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$"
+SSH_KEY_PATTERN = (
+    r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa|sk-ssh-ed25519@openssh\.com)"
+    r" [A-Za-z0-9+/=]+( .*)?$"
+)
 
 
 class Strict(BaseModel):
@@ -35,7 +38,9 @@ def _ae_title(value: str) -> str:
     if "\\" in value:
         raise ValueError(f"AE title {value!r} must not contain a backslash")
     if any(not 0x20 <= ord(c) <= 0x7E for c in value):
-        raise ValueError(f"AE title {value!r} must hold printable ASCII only, no control characters")
+        raise ValueError(
+            f"AE title {value!r} must hold printable ASCII only, no control characters"
+        )
     if not value.strip():
         raise ValueError("AE title must not be blank")
     return value
@@ -79,7 +84,9 @@ Email = Annotated[str, AfterValidator(_email)]
 HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", max_length=253)]
+HostName = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", max_length=253)
+]
 
 
 class Study(Strict):

@@ -36,7 +36,7 @@ _MAGIC = {
     "omit",
 }
 SETTINGS_FILE = "xnat-fleet.yml"
-VAULT_PASSWORD_ENV = "XNAT_FLEET_VAULT_PASSWORD_FILE"
+VAULT_PASSWORD_ENV = "XNAT_FLEET_VAULT_PASSWORD_FILE"  # noqa: S105  # a variable name, no secret
 
 
 @dataclass

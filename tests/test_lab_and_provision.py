@@ -1,0 +1,49 @@
+"""The lab overlay and the provision command's refusal to run on an invalid inventory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from tests.conftest import EXAMPLE, ScratchInventory
+from xnat_fleet import lab
+from xnat_fleet.cli import cli
+from xnat_fleet.model.loader import InventorySource, load_fleet, validate_inventory
+
+
+def test_overlay_points_hosts_at_containers_and_still_validates(tmp_path: Path) -> None:
+    source = InventorySource(EXAMPLE)
+    fleet = load_fleet(source)
+    document = lab.overlay(
+        fleet,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9lepVAA19jSnfzTiJTjHIcoxMlL90ye3Q/PvzUcrdG lab",
+    )
+    hosts = document["all"]["hosts"]
+    assert set(hosts) == {"xnat-central", "relay-kings", "relay-leeds"}
+    assert {h["ansible_connection"] for h in hosts.values()} == {"containers.podman.podman"}
+    assert hosts["relay-kings"]["ansible_host"] == "xf-lab-relay-kings"
+    addresses = [h.address for h in lab.lab_hosts(fleet)]
+    assert len(set(addresses)) == 3
+    overlay = tmp_path / "lab.yml"
+    overlay.write_text(yaml.safe_dump(document))
+    layered = InventorySource(EXAMPLE, overlays=[overlay])
+    fleet2, problems = validate_inventory(layered)
+    assert problems == [] and fleet2 is not None
+    # the example files were not touched: the overlay is a separate source
+    assert "ansible_connection" not in (EXAMPLE / "hosts.yml").read_text()
+
+
+def test_provision_refuses_an_invalid_inventory_before_running(
+    scratch: ScratchInventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    called: list[Any] = []
+    monkeypatch.setattr("xnat_fleet.cli.provision.run_playbook", lambda *a, **k: called.append(a))
+    scratch.set("host_vars/relay-kings.yml", "fleet_scanners[0].address", "mr1.example.org")
+    result = CliRunner().invoke(cli, ["provision", "-i", str(scratch.path)])
+    assert result.exit_code != 0
+    assert "relay-kings: fleet_scanners[0].address" in str(result.exception)
+    assert called == []
