@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from xnat_fleet import lab as lab_lib
@@ -54,10 +55,13 @@ def provision(
 
         def show(p: Progress) -> None:
             if p.kind == "task":
-                spinner.update(f"[bold]{p.task}[/bold]")
+                spinner.update(f"[bold]{escape(p.task)}[/bold]")
             elif p.kind in STYLE:
                 detail = f": {p.message}" if p.message else ""
-                err.print(f"[{STYLE[p.kind]}]{p.kind:>11}[/] {p.host}: {p.task}{detail}")
+                err.print(
+                    f"[{STYLE[p.kind]}]{p.kind:>11}[/] {escape(p.host)}: {escape(p.task + detail)}",
+                    soft_wrap=True,
+                )
 
         result = run_playbook(
             playbook, source, limit=limit, check=check, diff=diff, on_progress=show
@@ -92,4 +96,4 @@ def report(result: RunResult, *, as_json: bool) -> None:
         )
     Console().print(table)
     for line in result.failures:
-        Console(stderr=True).print(f"[red]failed:[/red] {line}", soft_wrap=True)
+        Console(stderr=True).print(f"[red]failed:[/red] {escape(line)}", soft_wrap=True)
