@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventory/example
 SCENARIOS ?= $(sort $(filter-out shared,$(notdir $(wildcard molecule/*))))
 
-.PHONY: bootstrap demo demo-down test lint unit molecule
+.PHONY: bootstrap demo demo-down demo-test test lint unit molecule
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -36,4 +36,8 @@ molecule: bootstrap
 	  molecule test -s $$s; \
 	done
 
-test: lint unit molecule
+# The demo as a test: two provisions of the example's lab, the second must change nothing.
+demo-test: bootstrap
+	bash scripts/demo-idempotence.sh
+
+test: lint unit molecule demo-test
