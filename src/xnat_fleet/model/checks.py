@@ -215,9 +215,9 @@ def _file_secrets(path: Path) -> dict[str, bool]:
     """``vault_*`` variable -> encrypted?, for one vars or inventory file."""
     text = path.read_text(errors="replace")
     if text.startswith("$ANSIBLE_VAULT"):
-        # Whole-file encryption: every variable it defines is encrypted at rest. The names are
-        # found when the loader decrypts the file; here we only need "all of them".
-        return {"*": True}
+        # Whole-file encryption: everything in it is encrypted at rest, so it never holds a
+        # plain-text secret and need not be opened here.
+        return {}
     try:
         data = yaml.load(text, Loader=_ScanLoader)  # noqa: S506  # a SafeLoader subclass
     except yaml.YAMLError:
