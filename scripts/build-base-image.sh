@@ -10,7 +10,7 @@ recipe="$here/base-image.recipe"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/../molecule/shared/containers.conf}"
 # shellcheck source=/dev/null
 . <(grep -E '^[a-z]+=' "$recipe")
-hash=$(sha256sum "$recipe" "$0" | sha256sum | cut -c1-16)
+hash=$(cat "$recipe" "$0" | sha256sum | cut -c1-16)  # contents only: any checkout path gives one hash
 image=localhost/xnat-fleet-base:bookworm
 peer=localhost/xnat-fleet-peer:bookworm
 
