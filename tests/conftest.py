@@ -40,6 +40,15 @@ class ScratchInventory:
         node[tokens[-1]] = value
         self.dump(rel, data)
 
+    def delete_nested(self, rel: str, dotted: str) -> None:
+        data = self.load(rel)
+        *parents, last = dotted.split(".")
+        node = data
+        for token in parents:
+            node = node[token]
+        del node[last]
+        self.dump(rel, data)
+
     def delete(self, rel: str, key: str) -> None:
         data = self.load(rel)
         del data[key]

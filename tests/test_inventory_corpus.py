@@ -34,6 +34,9 @@ def apply_case(inv: ScratchInventory, case: dict[str, Any]) -> None:
     for rel, keys in (case.get("delete") or {}).items():
         for key in keys:
             inv.delete(rel, key)
+    for rel, paths in (case.get("delete_nested") or {}).items():
+        for dotted in paths:
+            inv.delete_nested(rel, dotted)
     if case.get("vault_remove"):
         inv.vault_remove(case["vault_remove"])
     for rel, values in (case.get("inline_vault") or {}).items():

@@ -348,3 +348,94 @@ def fleet_rules(
                     f"{link.central_project} is not a project of the central host {central[0]} "
                     "(fleet_projects)",
                 )
+
+
+@functools.cache
+def version_matrix() -> dict[str, Any]:
+    """src/xnat_fleet/data/version-matrix.yml: XNAT release line -> Java, Tomcat, PostgreSQL, plugins."""
+    path = Path(__file__).resolve().parents[1] / "data" / "version-matrix.yml"
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def release_line(version: str) -> str | None:
+    """The matrix line a version belongs to ("1.9.3.6" -> "1.9"); None when unknown."""
+    lines = [line for line in version_matrix()["xnat"] if f"{version}.".startswith(f"{line}.")]
+    return max(lines, key=len) if lines else None
+
+
+def versions(host: Host) -> Iterator[Problem]:
+    """The XNAT version matrix: Java, Tomcat, PostgreSQL and plugin versions (xnat-facts.md §2)."""
+    name, c = host.name, host.config
+    matrix = version_matrix()
+    xnat = c.fleet_xnat.version
+    line = release_line(xnat)
+    if line is None:
+        known = ", ".join(matrix["xnat"])
+        yield Problem(
+            (name,), "fleet_xnat.version", f"XNAT {xnat} is not in the version matrix ({known})"
+        )
+        return
+    need = matrix["xnat"][line]
+    os_facts = matrix["os"]["debian12"]
+    tomcat_major = c.fleet_artifacts.tomcat.version.split(".")[0]
+    if tomcat_major != str(need["tomcat"]):
+        yield Problem(
+            (name,),
+            "fleet_artifacts.tomcat.version",
+            f"XNAT {xnat} needs Tomcat {need['tomcat']}, not {c.fleet_artifacts.tomcat.version}",
+        )
+    jdk = c.fleet_artifacts.jdk
+    if jdk is not None and jdk.major != need["java"]:
+        yield Problem(
+            (name,),
+            "fleet_artifacts.jdk.major",
+            f"XNAT {xnat} needs Java {need['java']}, not {jdk.major}",
+        )
+    if jdk is None and need["java"] not in os_facts["java_packages"]:
+        yield Problem(
+            (name,),
+            "fleet_artifacts.jdk",
+            f"XNAT {xnat} needs Java {need['java']} and Debian 12 has no package of it: "
+            f"pin a Java {need['java']} archive",
+        )
+    pg = os_facts["postgresql"]
+    if not need["postgresql"]["min"] <= pg <= need["postgresql"]["max"]:
+        yield Problem(
+            (name,), "fleet_xnat.version", f"XNAT {xnat} is not known to work with PostgreSQL {pg}"
+        )
+    if host.kind == "relay" and "xsync" not in c.fleet_plugins:
+        yield Problem((name,), "fleet_plugins", "a relay needs the xsync plugin")
+    for i, plugin in enumerate(c.fleet_plugins):
+        var = f"fleet_plugins[{i}]"
+        artifact = c.fleet_artifacts.plugins.get(plugin)
+        if artifact is None:
+            yield Problem((name,), var, f"{plugin} is not pinned in fleet_artifacts.plugins")
+            continue
+        if artifact.version in matrix["known_bad"].get(plugin, []):
+            yield Problem((name,), var, f"{plugin} {artifact.version} is known to be broken")
+            continue
+        tested = need["plugins"].get(plugin, [])
+        if artifact.version not in tested and not c.fleet_xnat.allow_untested_plugins:
+            known = ", ".join(tested) or "none"
+            yield Problem(
+                (name,),
+                var,
+                f"{plugin} {artifact.version} is not known to work with XNAT {line} (known: "
+                f"{known}); set fleet_xnat.allow_untested_plugins to accept it",
+            )
+
+
+def same_xnat_version(hosts: Mapping[str, Host], central: list[str]) -> Iterator[Problem]:
+    """Xsync requires every relay to run the central host's XNAT version (ARCHITECTURE.md)."""
+    if len(central) != 1 or central[0] not in hosts:
+        return
+    want = hosts[central[0]].config.fleet_xnat.version
+    for host in hosts.values():
+        if host.kind == "relay" and host.config.fleet_xnat.version != want:
+            yield Problem(
+                (host.name,),
+                "fleet_xnat.version",
+                f"{host.config.fleet_xnat.version} differs from the central host's {want} "
+                "(Xsync needs equal versions)",
+            )

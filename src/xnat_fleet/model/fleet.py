@@ -164,6 +164,38 @@ class SyncLink(Strict):
     central_project: Identifier  # the project on the central XNAT it is pushed to
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Artifact(Strict):
+    """A file no distribution ships, pinned by URL and checksum (fetched into the local store)."""
+
+    version: str = Field(min_length=1)
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    sha256: Sha256
+    file: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._+-]+$")  # default: URL's name
+
+    @property
+    def filename(self) -> str:
+        return self.file or self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+class JdkArtifact(Artifact):
+    major: int = Field(ge=8, le=30)
+
+
+class Artifacts(Strict):
+    xnat_war: Artifact
+    tomcat: Artifact
+    jdk: JdkArtifact | None = None  # needed when the OS has no package of the Java XNAT needs
+    plugins: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")], Artifact] = {}
+
+
+class XnatSettings(Strict):
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)*$")]
+    allow_untested_plugins: bool = False  # accept plugin versions the version matrix does not list
+
+
 class HostConfig(Strict):
     """All ``fleet_*`` variables one host sees (study-wide ones from group_vars/all included)."""
 
@@ -175,6 +207,9 @@ class HostConfig(Strict):
     fleet_openid: OpenId | None = None
     fleet_ca: CertificateFiles
     fleet_tls: CertificateFiles | None = None  # provided certificate; else the study CA issues one
+    fleet_xnat: XnatSettings
+    fleet_artifacts: Artifacts
+    fleet_plugins: list[str] = []  # names of fleet_artifacts.plugins this host runs
     fleet_hardware: Literal["nuc", "supermicro"]
     fleet_ssh_port: Port = 22
     fleet_https_from: list[Network] = []

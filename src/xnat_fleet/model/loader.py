@@ -223,9 +223,11 @@ def validate_inventory(source: InventorySource) -> tuple[Fleet | None, list[Prob
         host = Host(name=name, kind=kind, config=config)
         hosts[name] = host
         problems += checks.host_rules(host)
+        problems += checks.versions(host)
         problems += checks.secrets(name, config, variables, inv)
         problems += checks.certificates(name, config, inv)
     problems += checks.fleet_rules(hosts, central, relays)
+    problems += checks.same_xnat_version(hosts, central)
     problems = _merge(problems)
     if problems or len(central) != 1:
         return None, problems
