@@ -352,7 +352,7 @@ def fleet_rules(
 
 @functools.cache
 def version_matrix() -> dict[str, Any]:
-    """src/xnat_fleet/data/version-matrix.yml: XNAT release line -> Java, Tomcat, PostgreSQL, plugins."""
+    """data/version-matrix.yml: XNAT release line -> Java, Tomcat, PostgreSQL, plugins."""
     path = Path(__file__).resolve().parents[1] / "data" / "version-matrix.yml"
     data: dict[str, Any] = yaml.safe_load(path.read_text())
     return data
