@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from xnat_fleet.cli import check, lab, provision
+from xnat_fleet.cli import artifacts, check, lab, provision
 from xnat_fleet.errors import ExitCode, FleetError
 
 DEBUG_LOG = Path(tempfile.gettempdir()) / "xnat-fleet-debug.log"
@@ -33,6 +33,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj["verbose"] = verbose
 
 
+cli.add_command(artifacts.artifacts)
 cli.add_command(check.check)
 cli.add_command(provision.provision)
 cli.add_command(lab.lab)

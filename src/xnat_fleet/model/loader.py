@@ -76,8 +76,9 @@ class InventorySource:
         if not f.is_file():
             return {}
         data = yaml.safe_load(f.read_text()) or {}
-        if not isinstance(data, dict) or set(data) - {"vault_password_file"}:
-            raise InventoryError(f"{f}: only the key vault_password_file is allowed")
+        allowed = {"vault_password_file", "artifact_store"}
+        if not isinstance(data, dict) or set(data) - allowed:
+            raise InventoryError(f"{f}: allowed keys are {', '.join(sorted(allowed))}")
         return data
 
     def vault_password(self) -> Path | None:
