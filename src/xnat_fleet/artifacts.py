@@ -78,7 +78,7 @@ def store_dir(source: InventorySource, override: Path | None = None) -> Path:
         return Path(os.environ[STORE_ENV])
     configured = source.settings().get("artifact_store")
     if configured:
-        return source.directory / configured
+        return source.directory / str(configured)
     return Path.home() / ".cache" / "xnat-fleet" / "artifacts"
 
 
