@@ -162,6 +162,7 @@ def required_secrets(c: HostConfig) -> dict[str, str]:
     needed = {
         "vault_xnat_admin_password": "XNAT admin password",
         "vault_xnat_service_password": "XNAT service account password",
+        "vault_xnat_db_password": "XNAT database password",
     }
     # Names of vault variables, not secrets themselves (hence the S105 waivers).
     if c.fleet_smtp.username:

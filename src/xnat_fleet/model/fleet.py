@@ -129,6 +129,10 @@ class OpenId(Strict):
     name: str = Field(min_length=1)
     issuer: HttpsUrl
     client_id: str = Field(min_length=1)
+    # Endpoints from the provider's discovery document (<issuer>/.well-known/openid-configuration)
+    authorization_endpoint: HttpsUrl
+    token_endpoint: HttpsUrl
+    userinfo_endpoint: HttpsUrl | None = None
     scopes: list[str] = ["openid", "profile", "email"]
     allowed_email_domains: list[HostName] = []
 
@@ -211,6 +215,7 @@ class HostConfig(Strict):
     fleet_artifacts: Artifacts
     fleet_plugins: list[str] = []  # names of fleet_artifacts.plugins this host runs
     fleet_hardware: Literal["nuc", "supermicro"]
+    fleet_fqdn: HostName | None = None  # name in URLs and certificates; default: inventory name
     fleet_ssh_port: Port = 22
     fleet_https_from: list[Network] = []
     # relays
