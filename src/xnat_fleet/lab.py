@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xnat_fleet.errors import FleetError
-from xnat_fleet.model.fleet import Fleet
+from xnat_fleet.model.fleet import Fleet, Host
 from xnat_fleet.model.loader import InventorySource
 from xnat_fleet.paths import project_root
 
@@ -88,12 +89,79 @@ def _lab_key(directory: Path) -> str:
     return (directory / "id_ed25519.pub").read_text().strip()
 
 
-def overlay(fleet: Fleet, public_key: str) -> dict[str, Any]:
-    """The overlay inventory: podman connection per host, lab network admitted for SSH."""
+def stage_standins(fleet: Fleet, directory: Path) -> dict[str, Any]:
+    """Build the tests' stand-in artifacts into the lab's own store (XNAT cannot be downloaded).
+
+    NOT XNAT: a static web application in place of XNAT's WAR, small jars in place of its
+    plugins, and a Tomcat 9 archive assembled from Debian's files (tests/fixtures/). The lab's
+    overlay points the roles at these instead of the inventory's pinned artifacts.
+    """
+    store = directory / "store"
+    manifest_file = store / "manifest.json"
+    plugins = sorted({p for h in fleet.hosts for p in h.config.fleet_plugins})
+    fixtures = project_root() / "tests" / "fixtures"
+    if manifest_file.is_file():
+        manifest: dict[str, Any] = json.loads(manifest_file.read_text())
+        if sorted(k for k in manifest if k not in ("web", "tomcat")) == plugins:
+            return manifest
+    store.mkdir(parents=True, exist_ok=True)
+    built = subprocess.run(  # noqa: S603
+        [sys.executable, str(fixtures / "standin_artifacts.py"), str(store), "--version", "lab",
+         "--plugins", ",".join(plugins)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if built.returncode != 0:
+        raise FleetError(f"building the stand-in artifacts failed: {built.stderr.strip()}")
+    manifest = json.loads(built.stdout)
+    tomcat = subprocess.run(  # noqa: S603
+        ["bash", str(fixtures / "tomcat-archive.sh"), str(store)],  # noqa: S607
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if tomcat.returncode != 0:
+        raise FleetError(f"building the stand-in Tomcat archive failed: {tomcat.stderr.strip()}")
+    manifest["tomcat"] = {
+        "file": "apache-tomcat-9.0.70.tar.gz",
+        "version": "9.0.70",
+        "sha256": tomcat.stdout.strip().splitlines()[-1],
+    }
+    manifest_file.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _standin_inputs(host: Host, store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Role inputs that swap the inventory's pinned artifacts for the stand-ins."""
+    return {
+        "java_source": "package",  # Debian's openjdk-17: the lab runs no real XNAT
+        "java_major": 17,
+        "tomcat_version": manifest["tomcat"]["version"],
+        "tomcat_archive_src": str(store / manifest["tomcat"]["file"]),
+        "tomcat_archive_sha256": manifest["tomcat"]["sha256"],
+        "tomcat_heap_min": "256m",
+        "tomcat_heap_max": "1g",
+        "xnat_war_src": str(store / manifest["web"]["file"]),
+        "xnat_war_sha256": manifest["web"]["sha256"],
+        "xnat_plugins": [
+            {"name": p, "src": str(store / manifest[p]["file"]), "sha256": manifest[p]["sha256"]}
+            for p in host.config.fleet_plugins
+        ],
+    }
+
+
+def overlay(
+    fleet: Fleet, public_key: str, store: Path | None = None, manifest: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The overlay inventory: podman connection per host, lab network admitted for SSH, and
+    (with a stand-in manifest) the stand-in artifacts in place of the pinned ones."""
     lab_admin = {"name": LAB_ADMIN, "comment": "xnat-fleet lab", "ssh_keys": [public_key]}
+    by_name = {h.name: h for h in fleet.hosts}
     hosts: dict[str, Any] = {}
     for lab_host in lab_hosts(fleet):
-        hosts[lab_host.name] = {
+        standins = (
+            _standin_inputs(by_name[lab_host.name], store, manifest)
+            if store is not None and manifest is not None
+            else {}
+        )
+        hosts[lab_host.name] = standins | {
             "ansible_connection": "containers.podman.podman",
             "ansible_host": lab_host.container,
             "ansible_python_interpreter": "/usr/bin/python3",
@@ -128,7 +196,8 @@ def up(fleet: Fleet, source: InventorySource) -> list[LabHost]:
             _podman("start", h.container)
     for h in hosts:
         _podman("exec", h.container, "systemctl", "is-system-running", "--wait", check=False)
-    document = overlay(fleet, _lab_key(directory))
+    manifest = stage_standins(fleet, directory)
+    document = overlay(fleet, _lab_key(directory), directory / "store", manifest)
     overlay_path(source).write_text(
         "# Written by `xnat-fleet lab up`: the lab's connection settings layered over the\n"
         "# inventory. Do not edit; `xnat-fleet lab down` removes it.\n"

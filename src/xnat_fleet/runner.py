@@ -119,6 +119,7 @@ def run_playbook(
     check: bool = False,
     diff: bool = False,
     extravars: Mapping[str, Any] | None = None,
+    artifact_store: Path,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
     """Run ``playbooks/<playbook>`` against the inventory; events feed ``on_progress``."""
@@ -150,7 +151,12 @@ def run_playbook(
             inventory=[str(Path(s).resolve()) for s in source.sources],
             limit=limit,
             cmdline=" ".join(cmdline) or None,
-            extravars=dict(extravars or {}),
+            extravars={
+                # controller-side locations the playbooks' mappings use (group_vars/all/paths.yml)
+                "xnat_fleet_inventory_dir": str(source.directory.resolve()),
+                "xnat_fleet_artifact_store": str(artifact_store.resolve()),
+                **(extravars or {}),
+            },
             envvars={
                 "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
                 "ANSIBLE_ROLES_PATH": str(root / "roles"),

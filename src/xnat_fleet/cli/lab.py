@@ -76,6 +76,11 @@ def print_status(fleet: Fleet, source: InventorySource, *, as_json: bool = False
         table.add_row(r["host"], r["kind"], r["container"], r["address"], r["state"])
     out = Console(highlight=False, soft_wrap=True)
     out.print(table)
+    out.print(
+        "[bold]stand-ins:[/bold] the lab runs the tests' stand-in web application and plugin jars "
+        "in place of XNAT and its plugins (tests/fixtures; NOT XNAT), behind the real Tomcat, "
+        "nginx, PostgreSQL and firewall roles."
+    )
     out.print("reach a host with a shell in its container, or over SSH as the lab admin:")
     for r in rows:
         out.print(f"  {r['host']:<14} {r['shell']}")

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from xnat_fleet import artifacts
 from xnat_fleet import lab as lab_lib
 from xnat_fleet.cli.lab import print_status
 from xnat_fleet.cli.options import inventory_options, json_option, make_source
@@ -50,6 +51,11 @@ def provision(
             )
         source.overlays.append(overlay)
     fleet = load_fleet(source)  # nothing runs unless the inventory is valid
+    if lab:
+        store = lab_lib.lab_dir(source) / "store"  # stand-ins; the validation play checks them
+    else:
+        store = artifacts.store_dir(source)
+        artifacts.require(store, artifacts.pins(fleet))  # before any host is touched
     err = Console(stderr=True, highlight=False)
     with err.status("starting") as spinner:
 
@@ -64,7 +70,13 @@ def provision(
                 )
 
         result = run_playbook(
-            playbook, source, limit=limit, check=check, diff=diff, on_progress=show
+            playbook,
+            source,
+            limit=limit,
+            check=check,
+            diff=diff,
+            artifact_store=store,
+            on_progress=show,
         )
     report(result, as_json=as_json)
     if lab and not as_json:
