@@ -47,3 +47,21 @@ def test_provision_refuses_an_invalid_inventory_before_running(
     assert result.exit_code != 0
     assert "relay-kings: fleet_scanners[0].address" in str(result.exception)
     assert called == []
+
+
+def test_overlay_swaps_pinned_artifacts_for_the_standins(tmp_path: Path) -> None:
+    fleet = load_fleet(InventorySource(EXAMPLE))
+    manifest = {
+        "web": {"file": "standin-web-lab.war", "sha256": "a" * 64},
+        "tomcat": {"file": "apache-tomcat-9.0.70.tar.gz", "version": "9.0.70", "sha256": "b" * 64},
+        "xsync": {"file": "standin-xsync-1.0.0.jar", "sha256": "c" * 64},
+        "ldap-auth": {"file": "standin-ldap-auth-1.0.0.jar", "sha256": "d" * 64},
+        "openid-auth": {"file": "standin-openid-auth-1.0.0.jar", "sha256": "e" * 64},
+    }
+    hosts = lab.overlay(fleet, "ssh-ed25519 AAAA lab", tmp_path, manifest)["all"]["hosts"]
+    relay, central = hosts["relay-kings"], hosts["xnat-central"]
+    assert relay["xnat_war_src"] == str(tmp_path / "standin-web-lab.war")
+    assert relay["tomcat_archive_sha256"] == "b" * 64
+    assert [p["name"] for p in relay["xnat_plugins"]] == ["xsync"]
+    assert [p["name"] for p in central["xnat_plugins"]] == ["ldap-auth", "openid-auth"]
+    assert central["java_source"] == "package"
