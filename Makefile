@@ -37,7 +37,9 @@ molecule: bootstrap
 	done
 
 # The demo as a test: two provisions of the example's lab, the second must change nothing.
+# Not part of `make test`: with the whole stack on three containers it takes ~25 min, and the
+# relay and central scenarios already converge the same playbooks twice (idempotence).
 demo-test: bootstrap
 	bash scripts/demo-idempotence.sh
 
-test: lint unit molecule demo-test
+test: lint unit molecule
