@@ -5,9 +5,12 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/molecule/shared/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventory/example
-SCENARIOS ?= $(sort $(filter-out shared,$(notdir $(wildcard molecule/*))))
+# Whole-stack scenarios (relay, central) run with `make molecule-stack`; their verify is not
+# finished yet (see CHANGELOG), so `make test` runs the per-role scenarios.
+STACK_SCENARIOS := relay central
+SCENARIOS ?= $(sort $(filter-out shared $(STACK_SCENARIOS),$(notdir $(wildcard molecule/*))))
 
-.PHONY: bootstrap demo demo-down demo-test test lint unit molecule
+.PHONY: bootstrap demo demo-down demo-test test lint unit molecule molecule-stack
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -41,5 +44,11 @@ molecule: bootstrap
 # relay and central scenarios already converge the same playbooks twice (idempotence).
 demo-test: bootstrap
 	bash scripts/demo-idempotence.sh
+
+molecule-stack: bootstrap
+	@set -e; for s in $(STACK_SCENARIOS); do \
+	  echo "=== molecule scenario $$s"; \
+	  molecule test -s $$s; \
+	done
 
 test: lint unit molecule
