@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 # XNAT's site id rule (xnat-facts.md §4: UCL asserts ^[A-Za-z][A-Za-z0-9_]*$); used for every id.
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -77,6 +77,16 @@ def _https_url(value: str) -> str:
     return value
 
 
+def _xnat_url(value: str) -> str:
+    # https, or plain http on loopback only (the tests' XNAT stand-in and the demo).
+    if not re.fullmatch(
+        r"(https://[A-Za-z0-9.-]+|http://(127\.0\.0\.1|localhost))(:\d{1,5})?/?", value
+    ):
+        raise ValueError(f"{value!r} is not an https:// base URL (http only on 127.0.0.1)")
+    return value.rstrip("/")
+
+
+XnatUrl = Annotated[str, AfterValidator(_xnat_url)]
 AETitle = Annotated[str, AfterValidator(_ae_title)]
 IPAddress = Annotated[str, AfterValidator(_ip_address)]
 Network = Annotated[str, AfterValidator(_network)]
@@ -153,19 +163,171 @@ class Scanner(Strict):
     address: IPAddress
 
 
+# PostgreSQL interval strings XNAT's preferences take (xnat-facts.md §7), e.g. "2 days".
+Interval = Annotated[
+    str, Field(pattern=r"^[1-9][0-9]* (minute|minutes|hour|hours|day|days|week|weeks)$")
+]
+# Xsync's own interval setter accepts hours or minutes only (xnat-facts.md §16.2).
+XsyncInterval = Annotated[str, Field(pattern=r"^[1-9][0-9]* (minutes|hours)$")]
+XnatUsername = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+# A file of the inventory, relative to the inventory directory.
+InventoryFile = Annotated[str, Field(pattern=r"^[^/\s][^\s]*$")]
+
+
 class Receiver(Strict):
+    """A DICOM C-STORE receiver (SCP) of XNAT (fields: xnat-facts.md §10)."""
+
     ae_title: AETitle
     port: Port
+    # Route everything this AE receives to one project ("one AE per project", §10); else
+    # XNAT's own routing (DICOM tags, site rules) decides.
+    project: Identifier | None = None
+    identifier: str = Field(default="dicomObjectIdentifier", min_length=1)
+    anonymization: bool = True  # run site/project anonymization scripts on C-STORE (§11)
+    enabled: bool = True
+    custom_processing: bool = False
+    direct_archive: bool = False
+    whitelist: list[Annotated[str, Field(min_length=1)]] = []  # allowed callers; [] = anyone
+
+
+class AnonScript(Strict):
+    """A DicomEdit script kept in the inventory, and whether XNAT runs it (xnat-facts.md §11)."""
+
+    script: InventoryFile | None = None
+    enabled: bool = False
+
+    @model_validator(mode="after")
+    def _script_when_enabled(self) -> AnonScript:
+        if self.enabled and self.script is None:
+            raise ValueError("enabled: true needs a script file")
+        return self
 
 
 class Project(Strict):
     id: Identifier
     name: str = Field(min_length=1)
+    description: str = ""
+    accessibility: Literal["private", "protected", "public"] = "private"
+    # 0 = prearchive, 4 = auto-archive, 5 = auto-archive overwriting; XNAT itself accepts any
+    # integer (xnat-facts.md §9), so anything else is refused here.
+    prearchive_code: Literal[0, 4, 5] = 0
+    owners: list[XnatUsername] = []
+    members: list[XnatUsername] = []
+    collaborators: list[XnatUsername] = []
+    anonymization: AnonScript | None = None
+    wrappers: list[str] = []  # container-service wrapper names enabled for this project (§13)
+
+
+SyncType = Literal["include", "exclude", "all", "none"]
 
 
 class SyncLink(Strict):
+    """An Xsync link: relay project -> central project (xnat-facts.md §16.3)."""
+
     project: Identifier  # the project on the relay
     central_project: Identifier  # the project on the central XNAT it is pushed to
+    project_name: str | None = None  # the relay project's name; default: its id
+    # Relays archive what they receive so that Xsync (which sends archived sessions) picks it up.
+    prearchive_code: Literal[0, 4, 5] = 4
+    frequency: Literal["hourly", "daily", "weekly", "monthly", "on demand"] = "hourly"
+    new_only: bool = True  # False re-sends and replaces central sessions on every change (§16.3)
+    identifiers: Literal["use_local", "use_custom"] = "use_local"
+    custom_identifiers: str = ""  # label generator bean for use_custom, e.g. dateTimeLabelGenerator
+    anonymize: bool = False
+    notification_emails: list[Email] = []  # default: the study's admin e-mail
+    retry_days: int = Field(default=3, ge=0, le=365)
+    project_resources: SyncType = "none"
+    subject_resources: SyncType = "none"
+    subject_assessors: SyncType = "none"
+    imaging_sessions: SyncType = "all"
+
+    @model_validator(mode="after")
+    def _custom_needs_generator(self) -> SyncLink:
+        if self.identifiers == "use_custom" and not self.custom_identifiers:
+            raise ValueError("identifiers: use_custom needs custom_identifiers")
+        return self
+
+
+class XsyncPreferences(Strict):
+    """Xsync site preferences on a relay (xnat-facts.md §16.2)."""
+
+    token_refresh_interval: XsyncInterval = "10 hours"  # noqa: S105  # an interval
+    retry_interval: XsyncInterval = "2 hours"
+    retry_count: int = Field(default=2, ge=0, le=100)
+    # syncMaxUncompressedZipFileSize: split large transfers (-1 = never; large resources then
+    # fail, §16.2). The unit is taken to be bytes [UNVERIFIED on a live pair].
+    max_zip_size: int = Field(default=1073741824, ge=-1)
+
+
+class SitePolicy(Strict):
+    """XNAT site preferences the study sets (siteConfig keys, xnat-facts.md §7)."""
+
+    require_login: bool = True  # requireLogin
+    user_registration: bool = False  # userRegistration
+    project_access_requests: bool = False  # par
+    non_admin_project_creation: bool = False  # uiAllowNonAdminProjectCreation
+    restrict_user_list_to_admins: bool = True  # restrictUserListAccessToAdmins
+    session_timeout: Interval = "15 minutes"  # sessionTimeout
+    # aliasTokenTimeout: Xsync credentials (alias tokens) expire after this.
+    alias_token_timeout: Interval = "2 days"  # noqa: S105  # an interval
+    prearchive_idle_minutes: int = Field(default=5, ge=1, le=1440)  # sessionXmlRebuilderInterval
+    dicom_receiver_enabled: bool = True  # enableDicomReceiver
+    max_failed_logins: int = Field(default=20, ge=1, le=1000)  # maxFailedLogins
+    # Any other siteConfig key, posted as given (native JSON types).
+    extra: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.]*$")], str | int | bool] = {}
+
+
+class XnatUser(Strict):
+    """An XNAT account. Local accounts get their password from vault_xnat_user_passwords;
+    LDAP and OpenID accounts appear when the person first logs in and are referred to by name."""
+
+    username: XnatUsername
+    auth: Literal["local", "ldap", "openid"] = "local"
+    first_name: str = Field(min_length=1)
+    last_name: str = Field(min_length=1)
+    email: Email
+    roles: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]] = []
+    groups: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]] = []
+    enabled: bool = True
+
+
+EventType = Literal[
+    "ProjectEvent",
+    "SubjectEvent",
+    "SessionEvent",
+    "SubjectAssessorEvent",
+    "ProjectAssetEvent",
+    "ImageAssessorEvent",
+    "ScanEvent",
+    "ScheduledEvent",
+]
+
+
+class EventSubscription(Strict):
+    """An event-service subscription launching a container command (xnat-facts.md §12)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    project: Identifier | None = None  # None: site-wide
+    event_type: EventType = "ScanEvent"
+    status: str = Field(default="CREATED", pattern=r"^[A-Z_]+$")
+    command: str = Field(min_length=1)  # the command's name (from fleet_container_service)
+    wrapper: str = Field(min_length=1)
+    payload_filter: str = ""
+    act_as_event_user: bool = False
+    active: bool = True
+
+
+class ContainerService(Strict):
+    """Container service backend and commands (xnat-facts.md §13)."""
+
+    name: str = "Local Docker"
+    backend: Literal["docker", "swarm", "kubernetes"] = "docker"
+    host: str = Field(default="unix:///var/run/docker.sock", pattern=r"^(unix|tcp|https?)://\S+$")
+    path_translation_xnat_prefix: str = ""
+    path_translation_docker_prefix: str = ""
+    max_concurrent_finalizing_jobs: int = Field(default=2, ge=1, le=64)
+    commands: list[InventoryFile] = []  # command JSON files (each with its wrappers, "xnat")
+    site_wrappers: list[str] = []  # wrapper names enabled site-wide
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -218,11 +380,20 @@ class HostConfig(Strict):
     fleet_fqdn: HostName | None = None  # name in URLs and certificates; default: inventory name
     fleet_ssh_port: Port = 22
     fleet_https_from: list[Network] = []
+    # XNAT as code (src/xnat_fleet/xnat): what lives in XNAT's database
+    fleet_xnat_url: XnatUrl | None = None  # REST base URL; default https://<fqdn>
+    fleet_xnat_service_user: XnatUsername = "xnat_fleet"  # password: vault_xnat_service_password
+    fleet_xnat_site: SitePolicy = SitePolicy()
+    fleet_anonymization: AnonScript = AnonScript()  # site-wide script; default: off
+    fleet_xnat_users: list[XnatUser] = []
+    fleet_container_service: ContainerService | None = None
+    fleet_event_subscriptions: list[EventSubscription] = []
     # relays
     fleet_site: Site | None = None
     fleet_scanners: list[Scanner] = []
     fleet_dicom_receivers: list[Receiver] = []
     fleet_sync: list[SyncLink] = []
+    fleet_xsync: XsyncPreferences = XsyncPreferences()
     # central
     fleet_projects: list[Project] = []
 

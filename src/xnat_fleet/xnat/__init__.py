@@ -1,0 +1,1 @@
+"""XNAT as code: REST client, desired state, reconcilers (plan / apply / drift)."""
