@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # click's own code for a usage error
     INVALID = 3  # the inventory failed validation; nothing was touched
     RUN_FAILED = 4  # a playbook ran and at least one host failed or was unreachable
+    DRIFT = 5  # `xnat plan --detailed-exitcode`: XNAT differs from the inventory
     UNEXPECTED = 70  # a bug: traceback written to the debug log
 
 

@@ -12,8 +12,10 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ NETWORK = "xf-lab"
 SUBNET = ipaddress.ip_network("10.89.50.0/24")
 FIRST_HOST = 10
 LAB_ADMIN = "labadmin"
+# XNAT itself cannot be downloaded here: the lab's XNAT REST API is the tests' stand-in
+# (tests/xnat_standin), one process per host on the controller's loopback, clearly labelled.
+STANDIN_BASE_PORT = 18480
 
 
 @dataclass(frozen=True)
@@ -147,8 +152,77 @@ def _standin_inputs(host: Host, store: Path, manifest: dict[str, Any]) -> dict[s
     }
 
 
+def _alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/", timeout=1):  # noqa: S310  # loopback http
+            return True
+    except OSError:
+        return False
+
+
+def standin_urls(fleet: Fleet) -> dict[str, str]:
+    return {h.name: f"http://127.0.0.1:{STANDIN_BASE_PORT + i}" for i, h in enumerate(fleet.hosts)}
+
+
+def start_xnat_standins(fleet: Fleet, directory: Path) -> dict[str, str]:
+    """Start (or keep) one XNAT REST stand-in process per host; host -> URL."""
+    urls = standin_urls(fleet)
+    for host in fleet.hosts:
+        pid_file = directory / f"xnat-standin-{host.name}.pid"
+        if _alive(pid_file):
+            continue
+        url = urls[host.name]
+        args = [
+            sys.executable, "-m", "tests.xnat_standin",
+            "--port", url.rsplit(":", 1)[1], "--version", host.config.fleet_xnat.version,
+            "--name", host.name,
+        ]  # fmt: skip
+        if "xsync" in host.config.fleet_plugins:
+            args.append("--xsync")
+        with (directory / f"xnat-standin-{host.name}.log").open("ab") as log:
+            proc = subprocess.Popen(  # noqa: S603  # our own interpreter and module
+                args,
+                cwd=project_root(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        pid_file.write_text(str(proc.pid))
+    for url in urls.values():
+        for _ in range(50):
+            if _answers(url):
+                break
+            time.sleep(0.2)
+        else:
+            raise FleetError(f"the XNAT REST stand-in at {url} did not start (see {directory})")
+    return urls
+
+
+def stop_xnat_standins(directory: Path) -> None:
+    for pid_file in directory.glob("xnat-standin-*.pid"):
+        if _alive(pid_file):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        pid_file.unlink()
+
+
 def overlay(
-    fleet: Fleet, public_key: str, store: Path | None = None, manifest: dict[str, Any] | None = None
+    fleet: Fleet,
+    public_key: str,
+    store: Path | None = None,
+    manifest: dict[str, Any] | None = None,
+    xnat_urls: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The overlay inventory: podman connection per host, lab network admitted for SSH, and
     (with a stand-in manifest) the stand-in artifacts in place of the pinned ones."""
@@ -172,6 +246,8 @@ def overlay(
             # A container may not set the clock (no CAP_SYS_TIME): chrony only measures.
             "base_chrony_set_clock": False,
         }
+        if xnat_urls:
+            hosts[lab_host.name]["fleet_xnat_url"] = xnat_urls[lab_host.name]
     return {"all": {"hosts": hosts}}
 
 
@@ -197,7 +273,8 @@ def up(fleet: Fleet, source: InventorySource) -> list[LabHost]:
     for h in hosts:
         _podman("exec", h.container, "systemctl", "is-system-running", "--wait", check=False)
     manifest = stage_standins(fleet, directory)
-    document = overlay(fleet, _lab_key(directory), directory / "store", manifest)
+    urls = start_xnat_standins(fleet, directory)
+    document = overlay(fleet, _lab_key(directory), directory / "store", manifest, urls)
     overlay_path(source).write_text(
         "# Written by `xnat-fleet lab up`: the lab's connection settings layered over the\n"
         "# inventory. Do not edit; `xnat-fleet lab down` removes it.\n"
@@ -210,6 +287,7 @@ def down(fleet: Fleet, source: InventorySource) -> None:
     for h in lab_hosts(fleet):
         _podman("rm", "-f", "--ignore", h.container)
     _podman("network", "rm", "-f", NETWORK, check=False)
+    stop_xnat_standins(lab_dir(source))
     shutil.rmtree(lab_dir(source), ignore_errors=True)
 
 

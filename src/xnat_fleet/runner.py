@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xnat_fleet.model.loader import InventorySource
+from xnat_fleet.model.loader import VAULT_PASSWORD_ENV, InventorySource
 from xnat_fleet.paths import project_root
 
 RESULT_EVENTS = {
@@ -128,8 +128,11 @@ def run_playbook(
     root = project_root()
     cmdline: list[str] = []
     password = source.vault_password()
+    env: dict[str, str] = {}
     if password is not None:
         cmdline += ["--vault-password-file", str(password.resolve())]
+        # The xnat_config role's engine (run on the controller) reads the same vault.
+        env[VAULT_PASSWORD_ENV] = str(password.resolve())
     if check:
         cmdline.append("--check")
     if diff:
@@ -162,6 +165,7 @@ def run_playbook(
                 "ANSIBLE_ROLES_PATH": str(root / "roles"),
                 "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_NOCOLOR": "1",
+                **env,
             },
             event_handler=handler,
             quiet=True,

@@ -6,6 +6,7 @@ Each check yields :class:`Problem` records naming the host and the variable path
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -315,6 +316,97 @@ def _certificate_pair(
     enc = serialization.Encoding.DER
     if key.public_key().public_bytes(enc, fmt) != cert.public_key().public_bytes(enc, fmt):
         yield Problem((host,), f"{var}.key", f"{files.key} does not match {files.cert}")
+
+
+def _command_wrappers(path: Path) -> tuple[str | None, set[str]] | str:
+    """(command name, wrapper names) of a container-service command file, or a problem."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"cannot read {path.name} as JSON: {exc}"
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return f"{path.name} has no command 'name'"
+    wrappers = {w.get("name") for w in data.get("xnat", []) if isinstance(w, dict)}
+    return data["name"], {w for w in wrappers if isinstance(w, str)}
+
+
+def xnat_config(
+    host: str, c: HostConfig, variables: Mapping[str, Any], inv: LoadedInventory
+) -> Iterator[Problem]:
+    """What XNAT-as-code needs beyond the model: files present, names that refer to each other."""
+    directory = inv.source.directory
+    scripts = [("fleet_anonymization.script", c.fleet_anonymization.script)] + [
+        (f"fleet_projects[{i}].anonymization.script", p.anonymization.script)
+        for i, p in enumerate(c.fleet_projects)
+        if p.anonymization
+    ]
+    for var, rel in scripts:
+        if rel and not (directory / rel).is_file():
+            yield Problem((host,), var, f"file {rel} not found")
+    commands: dict[str, set[str]] = {}
+    cs = c.fleet_container_service
+    if cs is not None:
+        if "container-service" not in c.fleet_plugins:
+            yield Problem(
+                (host,),
+                "fleet_container_service",
+                "needs the container-service plugin in fleet_plugins",
+            )
+        for i, rel in enumerate(cs.commands):
+            var = f"fleet_container_service.commands[{i}]"
+            if not (directory / rel).is_file():
+                yield Problem((host,), var, f"file {rel} not found")
+                continue
+            found = _command_wrappers(directory / rel)
+            if isinstance(found, str):
+                yield Problem((host,), var, found)
+            elif found[0] is not None:
+                commands[found[0]] = found[1]
+    all_wrappers = {w for ws in commands.values() for w in ws}
+    wanted = [
+        ("fleet_container_service.site_wrappers", w) for w in (cs.site_wrappers if cs else [])
+    ]
+    wanted += [
+        (f"fleet_projects[{i}].wrappers", w)
+        for i, p in enumerate(c.fleet_projects)
+        for w in p.wrappers
+    ]
+    for var, wrapper in wanted:
+        if wrapper not in all_wrappers:
+            yield Problem(
+                (host,), var, f"wrapper {wrapper!r} is in no command of fleet_container_service"
+            )
+    for i, sub in enumerate(c.fleet_event_subscriptions):
+        var = f"fleet_event_subscriptions[{i}]"
+        if sub.command not in commands:
+            yield Problem(
+                (host,),
+                f"{var}.command",
+                f"command {sub.command!r} is not in fleet_container_service.commands",
+            )
+        elif sub.wrapper not in commands[sub.command]:
+            yield Problem(
+                (host,), f"{var}.wrapper", f"command {sub.command!r} has no wrapper {sub.wrapper!r}"
+            )
+    keys = [(s.name, s.project) for s in c.fleet_event_subscriptions]
+    for i, key in enumerate(keys):
+        if keys.index(key) != i:
+            yield Problem(
+                (host,),
+                f"fleet_event_subscriptions[{i}]",
+                f"duplicate subscription {key[0]!r} for the same project (each copy would fire)",
+            )
+    passwords = variables.get("vault_xnat_user_passwords") or {}
+    for i, user in enumerate(c.fleet_xnat_users):
+        if user.auth == "local" and not (
+            isinstance(passwords, Mapping) and passwords.get(user.username)
+        ):
+            yield Problem(
+                (host,),
+                f"vault_xnat_user_passwords.{user.username}",
+                f"required secret missing (local account fleet_xnat_users[{i}]); "
+                "add it to the vault",
+            )
 
 
 def fleet_rules(

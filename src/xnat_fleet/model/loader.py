@@ -206,7 +206,11 @@ def _merge(problems: Iterable[Problem]) -> list[Problem]:
 
 def validate_inventory(source: InventorySource) -> tuple[Fleet | None, list[Problem]]:
     """Validate everything; return the fleet (None when invalid) and every problem found."""
-    inv = load_inventory(source)
+    return validate_loaded(load_inventory(source))
+
+
+def validate_loaded(inv: LoadedInventory) -> tuple[Fleet | None, list[Problem]]:
+    """:func:`validate_inventory` on an inventory already read."""
     problems: list[Problem] = []
     hosts: dict[str, Host] = {}
     central = inv.groups.get("central", [])
@@ -227,6 +231,7 @@ def validate_inventory(source: InventorySource) -> tuple[Fleet | None, list[Prob
         problems += checks.versions(host)
         problems += checks.secrets(name, config, variables, inv)
         problems += checks.certificates(name, config, inv)
+        problems += checks.xnat_config(name, config, variables, inv)
     problems += checks.fleet_rules(hosts, central, relays)
     problems += checks.same_xnat_version(hosts, central)
     problems = _merge(problems)
@@ -238,7 +243,13 @@ def validate_inventory(source: InventorySource) -> tuple[Fleet | None, list[Prob
 
 def load_fleet(source: InventorySource) -> Fleet:
     """Validated fleet, or InventoryError listing every problem."""
-    fleet, problems = validate_inventory(source)
+    return load_fleet_and_vars(source)[0]
+
+
+def load_fleet_and_vars(source: InventorySource) -> tuple[Fleet, LoadedInventory]:
+    """Validated fleet and the raw variables (secrets included), or InventoryError."""
+    inv = load_inventory(source)
+    fleet, problems = validate_loaded(inv)
     if fleet is None:
         raise InventoryError("\n".join(str(p) for p in problems))
-    return fleet
+    return fleet, inv
