@@ -121,8 +121,13 @@ def run_playbook(
     extravars: Mapping[str, Any] | None = None,
     artifact_store: Path,
     on_progress: Callable[[Progress], None] | None = None,
+    keep_dir: Path | None = None,
 ) -> RunResult:
-    """Run ``playbooks/<playbook>`` against the inventory; events feed ``on_progress``."""
+    """Run ``playbooks/<playbook>`` against the inventory; events feed ``on_progress``.
+
+    ansible-runner's private directory (artifacts, stdout) is removed afterwards unless
+    ``keep_dir`` names where to keep it (tests grep it for secrets).
+    """
     import ansible_runner
 
     root = project_root()
@@ -145,7 +150,8 @@ def run_playbook(
             on_progress(progress)
         return False  # do not keep the event (or its data) on disk
 
-    private = Path(tempfile.mkdtemp(prefix="xnat-fleet-run-"))
+    private = keep_dir or Path(tempfile.mkdtemp(prefix="xnat-fleet-run-"))
+    private.mkdir(parents=True, exist_ok=True)
     try:
         r = ansible_runner.run(
             private_data_dir=str(private),
@@ -174,5 +180,6 @@ def run_playbook(
         result.status = r.status
         result.rc = int(r.rc)
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        if keep_dir is None:
+            shutil.rmtree(private, ignore_errors=True)
     return result

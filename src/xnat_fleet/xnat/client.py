@@ -142,7 +142,11 @@ class XnatClient:
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, url, timeout=self._timeout, **kwargs)
+                # verify given per request: requests would otherwise let REQUESTS_CA_BUNDLE /
+                # CURL_CA_BUNDLE from the environment replace the study CA.
+                response = self._http.request(
+                    method, url, timeout=self._timeout, verify=self._http.verify, **kwargs
+                )
             except requests.exceptions.SSLError as exc:
                 raise XnatConnectionError(
                     self.scrub(f"{method} {path}: TLS verification failed for {self.url}: {exc}")
