@@ -15,10 +15,16 @@ SCENARIOS ?= $(sort $(filter-out shared $(STACK_SCENARIOS),$(notdir $(wildcard m
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+# The lab's XNAT REST API is the tests' stand-in (XNAT cannot be downloaded here); every plan
+# printed against it says so. First the plan on fresh sites (incl. the Xsync pairings), then the
+# whole site.yml (host stack + XNAT configuration), then a plan that must be empty.
 demo: bootstrap
 	xnat-fleet check -i $(INVENTORY)
 	xnat-fleet lab up -i $(INVENTORY)
+	xnat-fleet xnat plan -i $(INVENTORY) --lab
 	xnat-fleet provision -i $(INVENTORY) --lab
+	xnat-fleet xnat plan -i $(INVENTORY) --lab --detailed-exitcode
+	xnat-fleet xsync status -i $(INVENTORY) --lab
 
 demo-down: bootstrap
 	xnat-fleet lab down -i $(INVENTORY)

@@ -51,8 +51,8 @@ standin:
   returned: always
 """
 
-from pathlib import Path
-from typing import Any
+import json
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -67,46 +67,21 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        from xnat_fleet.errors import FleetError
-        from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
-        from xnat_fleet.xnat.engine import Engine, desired_states
-    except ImportError as exc:
-        module.fail_json(msg=f"xnat-fleet is not installed in {module._name} Python: {exc}")
-        return
-    sources = [Path(s) for s in module.params["inventory"]]
-    password = module.params["vault_password_file"]
-    source = InventorySource(
-        path=sources[0],
-        overlays=sources[1:],
-        vault_password_file=Path(password) if password else None,
+    request = dict(module.params)
+    request["check"] = module.check_mode
+    # The engine runs in its own process (xnat_fleet.xnat.hostrun explains why).
+    rc, out, err = module.run_command(
+        [sys.executable, "-m", "xnat_fleet.xnat.hostrun"], data=json.dumps(request)
     )
-    host = module.params["host"]
-    engine = None
     try:
-        fleet, inv = load_fleet_and_vars(source)
-        engine = Engine(
-            desired_states(fleet, inv.hostvars, source.directory), prune=module.params["prune"]
-        )
-        if host not in engine.desired:
-            module.fail_json(msg=f"{host}: not a host of the inventory {sources[0]}")
-        hp = engine.plan(host)
-        result: dict[str, Any] = {
-            "standin": bool(hp.plan.labels),
-            "plan": hp.plan.render().splitlines(),
-            "changes": [c.to_dict() for c in hp.plan.drift],
-            "changed": bool(hp.plan.drift),
-        }
-        if hp.plan.drift and not module.check_mode:
-            done = engine.apply(hp)
-            result["changes"] = [c.to_dict() for c in done]
-            result["changed"] = bool(done)
-        module.exit_json(**result)
-    except FleetError as exc:
-        module.fail_json(msg=engine.scrub(str(exc)) if engine else str(exc))
-    finally:
-        if engine is not None:
-            engine.close()
+        result = json.loads(out)
+    except ValueError:
+        tail = (err or out).strip().splitlines()[-5:]
+        module.fail_json(msg=f"xnat-fleet engine failed (rc={rc}): " + " | ".join(tail))
+        return
+    if result.pop("failed", False):
+        module.fail_json(msg=result.get("msg", "xnat-fleet engine failed"))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

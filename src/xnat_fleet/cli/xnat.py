@@ -26,6 +26,13 @@ STYLE = {"create": "green", "update": "yellow", "delete": "red", "run": "cyan", 
 
 def target_options(func: F) -> F:
     func = click.option(
+        "--overlay",
+        "overlays",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Inventory file layered over INVENTORY (like a second `ansible -i`); repeatable.",
+    )(func)
+    func = click.option(
         "--lab", is_flag=True, help="The lab's XNAT REST stand-ins (`xnat-fleet lab up`)."
     )(func)
     func = click.option(
@@ -40,8 +47,10 @@ def open_engine(
     lab: bool,
     limit: str | None,
     prune: bool = False,
+    overlays: tuple[Path, ...] = (),
 ) -> tuple[Engine, list[str]]:
     source = make_source(inventory, vault_password_file)
+    source.overlays.extend(overlays)
     if lab:
         _add_lab_overlay(source)
     fleet, inv = load_fleet_and_vars(source)  # nothing is contacted unless the inventory is valid
@@ -99,12 +108,13 @@ def plan(
     vault_password_file: Path | None,
     lab: bool,
     limit: str | None,
+    overlays: tuple[Path, ...],
     prune: bool,
     detailed_exitcode: bool,
     as_json: bool,
 ) -> None:
     """Show what `apply` would change on each host (nothing is written)."""
-    engine, names = open_engine(inventory, vault_password_file, lab, limit, prune)
+    engine, names = open_engine(inventory, vault_password_file, lab, limit, prune, overlays)
     out = Console(highlight=False, soft_wrap=True)
     plans = []
     try:
@@ -130,11 +140,12 @@ def apply(
     vault_password_file: Path | None,
     lab: bool,
     limit: str | None,
+    overlays: tuple[Path, ...],
     prune: bool,
     yes: bool,
 ) -> None:
     """Show the plan, ask, apply it host by host, read back, and print what changed."""
-    engine, names = open_engine(inventory, vault_password_file, lab, limit, prune)
+    engine, names = open_engine(inventory, vault_password_file, lab, limit, prune, overlays)
     out = Console(highlight=False, soft_wrap=True)
     try:
         for name in names:
@@ -167,9 +178,13 @@ def _relays(engine: Engine, names: list[str]) -> list[str]:
 
 
 def _ops(
-    inventory: Path, vault_password_file: Path | None, lab: bool, limit: str | None
+    inventory: Path,
+    vault_password_file: Path | None,
+    lab: bool,
+    limit: str | None,
+    overlays: tuple[Path, ...],
 ) -> tuple[Engine, list[str]]:
-    engine, names = open_engine(inventory, vault_password_file, lab, limit)
+    engine, names = open_engine(inventory, vault_password_file, lab, limit, False, overlays)
     relays = _relays(engine, names)
     if not relays:
         engine.close()
@@ -194,10 +209,15 @@ def _run(engine: Engine, host: str, func: Callable[[], Any]) -> Any:
 @target_options
 @json_option
 def status(
-    inventory: Path, vault_password_file: Path | None, lab: bool, limit: str | None, as_json: bool
+    inventory: Path,
+    vault_password_file: Path | None,
+    lab: bool,
+    limit: str | None,
+    overlays: tuple[Path, ...],
+    as_json: bool,
 ) -> None:
     """Per relay project: central project, credentials check, last sync and its status."""
-    engine, relays = _ops(inventory, vault_password_file, lab, limit)
+    engine, relays = _ops(inventory, vault_password_file, lab, limit, overlays)
     rows: list[dict[str, Any]] = []
     try:
         for name in relays:
@@ -222,10 +242,11 @@ def rekey(
     vault_password_file: Path | None,
     lab: bool,
     limit: str | None,
+    overlays: tuple[Path, ...],
     projects: tuple[str, ...],
 ) -> None:
     """Issue fresh central alias tokens and save them on the relays (after shipping)."""
-    engine, relays = _ops(inventory, vault_password_file, lab, limit)
+    engine, relays = _ops(inventory, vault_password_file, lab, limit, overlays)
     out = Console(highlight=False, soft_wrap=True)
     try:
         for name in relays:
@@ -242,10 +263,15 @@ def rekey(
 @target_options
 @click.argument("project")
 def unblock(
-    inventory: Path, vault_password_file: Path | None, lab: bool, limit: str | None, project: str
+    inventory: Path,
+    vault_password_file: Path | None,
+    lab: bool,
+    limit: str | None,
+    overlays: tuple[Path, ...],
+    project: str,
 ) -> None:
     """Clear a stuck Xsync block on PROJECT of the selected relay(s)."""
-    engine, relays = _ops(inventory, vault_password_file, lab, limit)
+    engine, relays = _ops(inventory, vault_password_file, lab, limit, overlays)
     out = Console(highlight=False, soft_wrap=True)
     try:
         for name in relays:

@@ -145,6 +145,9 @@ def load_inventory(source: InventorySource) -> LoadedInventory:
     from ansible.vars.manager import VariableManager
 
     loader = DataLoader()
+    # Ansible also reads group_vars/host_vars next to the "playbook" (the loader's base
+    # directory, by default the working directory): only the inventory's own count here.
+    loader.set_basedir(str(source.directory.resolve()))
     password = source.vault_password()
     if password is not None:
         if not password.is_file():

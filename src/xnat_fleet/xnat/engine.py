@@ -132,7 +132,10 @@ class Engine:
         try:
             return func()
         except (XnatError, ReconcileError) as exc:
-            raise EngineError(self.scrub(f"{host}: {exc}")) from None
+            message = str(exc)
+            if not message.startswith(f"{host}:"):
+                message = f"{host}: {message}"
+            raise EngineError(self.scrub(message)) from None
 
     def plan(self, host: str) -> HostPlan:
         bootstrap = _module("bootstrap")

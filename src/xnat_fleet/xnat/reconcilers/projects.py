@@ -237,6 +237,16 @@ def _delete_member(
 
 
 # -- planning --------------------------------------------------------------------------------------
+def _exists(ctx: HostContext, user: str) -> bool:
+    """Whether the account exists (GET /xapi/users/{u}: 200 / 404, xnat-facts.md §8)."""
+    return ctx.read(
+        lambda: (
+            ctx.client.request("GET", f"/xapi/users/{seg(user)}", ok=(200, 404)).status_code == 200
+        ),
+        fresh=False,
+    )
+
+
 def _membership(ctx: HostContext, spec: ProjectSpec, current: dict[str, list[str]]) -> list[Change]:
     pid = spec.project.id
     client = ctx.client
@@ -245,11 +255,26 @@ def _membership(ctx: HostContext, spec: ProjectSpec, current: dict[str, list[str
     for group, users in _desired_groups(spec).items():
         for user in users:
             wanted[user] = group
+    external = {u.username: u.auth for u in ctx.desired.users if u.auth != "local"}
     for user, group in wanted.items():
         have = current.get(user, [])
         if have == [group]:
             continue
         target = f"project {pid} member {user}"
+        if not have and user in external and not _exists(ctx, user):
+            # LDAP/OpenID accounts appear at their first login (xnat-facts.md §8); until then
+            # there is nobody to add. Shown, not drift; the next run adds them.
+            changes.append(
+                Change(
+                    AREA,
+                    "note",
+                    target,
+                    None,
+                    {"group": group},
+                    detail=f"{user} ({external[user]}) has not logged in yet; added after that",
+                )
+            )
+            continue
         apply = _put_member(client, pid, group, user)
         if not have:
             changes.append(Change(AREA, "create", target, None, {"group": group}, apply=apply))

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # xnat-facts.md §1 ports / §10: a fresh XNAT has one receiver, AE `XNAT` on port 8104
 # (DicomSCPInstance.createDefault()). Its id is unknown until it can be read.
+FACTORY_DEFAULT: tuple[str, int] = ("XNAT", 8104)
 FRESH_RECEIVERS: list[dict[str, Any]] = [{**DEFAULTS, "id": None, "aeTitle": "XNAT", "port": 8104}]
 
 Identity = tuple[str, int]
@@ -188,10 +189,22 @@ def plan(ctx: HostContext) -> list[Change]:
         else:
             unmanaged.append(receiver)
 
+    # XNAT's factory-default receiver (XNAT:8104, created at first start: xnat-facts.md §1, §10)
+    # is not anybody's data: when the inventory puts its own receiver on that port, the default
+    # is replaced, prune or not.
+    wanted_ports = {r.port for r in ctx.desired.receivers}
+    replaced = [
+        other
+        for other in unmanaged
+        if _identity(other) == FACTORY_DEFAULT and FACTORY_DEFAULT[1] in wanted_ports
+    ]
+
     # xnat-facts.md §10 duplicate-port trap: a port taken by a receiver we do not manage.
     if not ctx.prune:
         for r in ctx.desired.receivers:
             for other in unmanaged:
+                if other in replaced:
+                    continue
                 if _identity(other)[1] == r.port:
                     ae, port = _identity(other)
                     raise ReconcileError(
@@ -206,7 +219,7 @@ def plan(ctx: HostContext) -> list[Change]:
     # Deletions (or notes) first, so a port they free can be taken by a create below.
     for other in unmanaged:
         ae, port = _identity(other)
-        if ctx.prune:
+        if ctx.prune or other in replaced:
             changes.append(
                 Change(
                     AREA,
@@ -214,6 +227,11 @@ def plan(ctx: HostContext) -> list[Change]:
                     _name(ae, port),
                     _shown(other),
                     None,
+                    detail=(
+                        f"XNAT's factory-default receiver; the inventory uses port {port}"
+                        if other in replaced
+                        else ""
+                    ),
                     apply=_delete(client, other),
                 )
             )
