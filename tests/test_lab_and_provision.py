@@ -57,11 +57,49 @@ def test_overlay_swaps_pinned_artifacts_for_the_standins(tmp_path: Path) -> None
         "xsync": {"file": "standin-xsync-1.0.0.jar", "sha256": "c" * 64},
         "ldap-auth": {"file": "standin-ldap-auth-1.0.0.jar", "sha256": "d" * 64},
         "openid-auth": {"file": "standin-openid-auth-1.0.0.jar", "sha256": "e" * 64},
+        "container-service": {"file": "standin-container-service-1.0.0.jar", "sha256": "f" * 64},
     }
     hosts = lab.overlay(fleet, "ssh-ed25519 AAAA lab", tmp_path, manifest)["all"]["hosts"]
     relay, central = hosts["relay-kings"], hosts["xnat-central"]
     assert relay["xnat_war_src"] == str(tmp_path / "standin-web-lab.war")
     assert relay["tomcat_archive_sha256"] == "b" * 64
     assert [p["name"] for p in relay["xnat_plugins"]] == ["xsync"]
-    assert [p["name"] for p in central["xnat_plugins"]] == ["ldap-auth", "openid-auth"]
+    assert [p["name"] for p in central["xnat_plugins"]] == [
+        "ldap-auth",
+        "openid-auth",
+        "container-service",
+    ]
     assert central["java_source"] == "package"
+
+
+def test_lab_xnat_standins_start_answer_as_standins_and_stop(tmp_path: Path) -> None:
+    import requests
+
+    from tests.xnat_helpers import initialise
+
+    fleet = load_fleet(InventorySource(EXAMPLE))
+    urls = lab.start_xnat_standins(fleet, tmp_path)
+    try:
+        assert set(urls) == {h.name for h in fleet.hosts}
+        for name, url in urls.items():
+            r = requests.get(url + "/", timeout=5)
+            assert r.headers.get("X-Standin") == "xnat-fleet", name
+            assert "NOT XNAT" in r.text
+        initialise(urls["relay-kings"])  # documented REST calls (xnat-facts.md §6)
+        relay = requests.get(
+            urls["relay-kings"] + "/xapi/plugins", auth=("admin", "admin"), timeout=5
+        )
+        assert "xsync" in relay.text  # relays run the Xsync plugin, the central does not
+        # a second start keeps the running processes (same pid files)
+        pids = sorted(p.read_text() for p in tmp_path.glob("xnat-standin-*.pid"))
+        lab.start_xnat_standins(fleet, tmp_path)
+        assert sorted(p.read_text() for p in tmp_path.glob("xnat-standin-*.pid")) == pids
+    finally:
+        lab.stop_xnat_standins(tmp_path)
+    for url in urls.values():
+        with pytest.raises(requests.ConnectionError):
+            for _ in range(50):  # SIGTERM takes a moment
+                requests.get(url + "/", timeout=1)
+                import time
+
+                time.sleep(0.1)
