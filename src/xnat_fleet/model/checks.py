@@ -301,7 +301,7 @@ def _certificate_pair(
         )
         return
     try:
-        real = inv.loader.get_real_file(str(key_path), decrypt=True)
+        real = inv.loader.get_real_file(str(key_path.resolve()), decrypt=True)
     except AnsibleError as exc:
         yield Problem((host,), f"{var}.key", f"cannot decrypt {files.key}: {exc}")
         return

@@ -121,11 +121,13 @@ def site_config(fleet: Fleet, host: Host) -> dict[str, Any]:
     c = host.config
     policy = c.fleet_xnat_site
     site_id = c.fleet_site.id if c.fleet_site else c.fleet_study.id
+    # Provider ids as the xnat role writes them (playbooks/group_vars/central/xnat.yml): LDAP and
+    # OpenID logins exist on the central host only; relays log in locally.
     providers = ["localdb"]
-    if c.fleet_ldap and c.fleet_ldap.enabled:
-        providers.append("ldap1")  # provider id of the xnat role's ldap1-provider.properties
-    if c.fleet_openid and c.fleet_openid.enabled:
-        providers.append("openid")
+    if host.kind == "central" and c.fleet_ldap and c.fleet_ldap.enabled:
+        providers.append("ldap1")
+    if host.kind == "central" and c.fleet_openid and c.fleet_openid.enabled:
+        providers.append(c.fleet_openid.provider_id)
     keys: dict[str, Any] = {
         "siteId": site_id,
         # The public URL, also when the API is reached another way (fleet_xnat_url).
