@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+pytest_plugins = ["tests.xnat_fixtures"]
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "inventory" / "example"
 DEMO_PASSWORD = EXAMPLE / "DEMO-ONLY-vault-password.txt"

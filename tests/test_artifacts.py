@@ -108,7 +108,7 @@ def test_cli_verify_on_a_staged_store(scratch: ScratchInventory, tmp_path: Path)
             f"fleet_artifacts.{key}.sha256",
             hashlib.sha256(content).hexdigest(),
         )
-    for plugin in ("xsync", "ldap-auth", "openid-auth"):
+    for plugin in ("xsync", "ldap-auth", "openid-auth", "container-service"):
         content = plugin.encode()
         (store / f"{plugin}.jar").write_bytes(content)
         scratch.set(
@@ -122,7 +122,7 @@ def test_cli_verify_on_a_staged_store(scratch: ScratchInventory, tmp_path: Path)
     args = ["artifacts", "verify", "-i", str(scratch.path), "--store", str(store)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert result.output.count("✓") == 6
+    assert result.output.count("✓") == 7
     (store / "xsync.jar").write_bytes(b"one flipped byte")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,11 +13,15 @@ import requests
 
 from tests.xnat_helpers import (
     ADMIN_PASSWORD,
+    AUTH,
     SERVICE_PASSWORD,
     SERVICE_USER,
     context,
     desired,
     initialise,
+    run,
+    shown,
+    writes,
 )
 from tests.xnat_standin import XnatStandin
 from xnat_fleet.model.fleet import ContainerService
@@ -30,12 +32,6 @@ from xnat_fleet.xnat.reconcilers import bootstrap
 from xnat_fleet.xnat.reconcilers.bootstrap import SiteState
 
 
-@pytest.fixture
-def standin() -> Iterator[XnatStandin]:
-    with XnatStandin() as sa:
-        yield sa
-
-
 def detect(ctx: HostContext, attempts: int = 1) -> SiteState:
     return bootstrap.detect(ctx.desired, ctx.client, attempts=attempts, delay=0.05)
 
@@ -44,24 +40,10 @@ def targets(changes: list[Change]) -> list[str]:
     return [c.target for c in changes]
 
 
-def writes(sa: XnatStandin, since: int = 0) -> list[tuple[str, str, int]]:
-    return [
-        r
-        for r in sa.requests_log[since:]
-        if r[0] != "GET" and r[1] != "/data/JSESSION"  # a login is not a write
-    ]
-
-
-def run(changes: list[Change]) -> None:
-    for change in changes:
-        assert change.apply is not None
-        change.apply()
-
-
 def assert_no_secret(changes: list[Change], *secrets: str) -> None:
-    shown = json.dumps([c.to_dict() for c in changes]) + "\n".join(c.render() for c in changes)
+    text = shown(changes)
     for secret in secrets:
-        assert secret not in shown
+        assert secret not in text
 
 
 def bootstrap_fully(ctx: HostContext) -> None:
@@ -129,7 +111,7 @@ def test_apply_converges_and_leaves_the_documented_end_state(standin: XnatStandi
 def test_disabling_comes_last(standin: XnatStandin) -> None:
     ctx = context(desired(standin.url))
     run(bootstrap.plan(ctx, detect(ctx)))
-    log = [f"{m} {p}" for m, p, _ in writes(standin)]
+    log = [f"{m} {p}" for m, p, _ in writes(standin.requests_log)]
     rotate, disable = (i for i, w in enumerate(log) if w == "PUT /xapi/users/admin")
     assert log.index("POST /xapi/siteConfig") < rotate < log.index("POST /xapi/users") < disable
     switch = max(i for i, w in enumerate(log) if w == "POST /xapi/siteConfig")
@@ -143,7 +125,7 @@ def test_second_run_plans_and_writes_nothing(standin: XnatStandin) -> None:
     mark = len(standin.requests_log)
     changes = bootstrap.plan(ctx, detect(ctx))
     assert changes == []
-    assert writes(standin, mark) == []
+    assert writes(standin.requests_log[mark:]) == []
     # No admin login was tried either: the service account reads admin's state (§6 step 2).
     assert standin.state.users["admin"].enabled is False
 
@@ -157,11 +139,10 @@ def test_drift_guest_and_admin_reenabled(standin: XnatStandin) -> None:
     ctx = context(desired(standin.url))
     bootstrap_fully(ctx)
     # Behind the tool's back, with the service account over REST.
-    auth = (SERVICE_USER, SERVICE_PASSWORD)
-    r = requests.put(standin.url + "/xapi/users/guest/enabled/true", auth=auth, timeout=5)
+    r = requests.put(standin.url + "/xapi/users/guest/enabled/true", auth=AUTH, timeout=5)
     assert r.ok
     r = requests.put(
-        standin.url + "/xapi/users/admin", json={"enabled": True}, auth=auth, timeout=5
+        standin.url + "/xapi/users/admin", json={"enabled": True}, auth=AUTH, timeout=5
     )
     assert r.ok
     state = detect(ctx)
@@ -278,7 +259,7 @@ def test_no_credential_works_is_a_clear_error(standin: XnatStandin) -> None:
     # Bounded retry of the admin logins: 3 attempts x (target, initial), nothing written.
     admin_probes = [r for r in standin.requests_log[mark:] if r == ("GET", "/xapi/siteConfig", 401)]
     assert len(admin_probes) == 1 + 3 * 2
-    assert writes(standin, mark) == []
+    assert writes(standin.requests_log[mark:]) == []
 
 
 def test_first_admin_login_is_retried_while_admin_is_missing(standin: XnatStandin) -> None:

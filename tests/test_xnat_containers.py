@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from tests.xnat_helpers import SERVICE_PASSWORD, SERVICE_USER, context, desired, initialise, project
+from tests.xnat_helpers import (
+    add_projects,
+    apply_all,
+    command,
+    context,
+    desired,
+    project,
+    refused,
+    service_session,
+    targets,
+)
 from tests.xnat_standin import XnatStandin
-from tests.xnat_standin.state import Project as StandinProject
 from xnat_fleet.model.fleet import ContainerService
-from xnat_fleet.xnat.changes import Change, ReconcileError
 from xnat_fleet.xnat.desired import DesiredXnat
 from xnat_fleet.xnat.reconcilers import containers
-
-COMMAND_FILE = Path(__file__).parent / "fixtures" / "xnat" / "commands" / "dcm2niix.json"
-
-
-def command(**changes: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(COMMAND_FILE.read_text())
-    data.update(changes)
-    return data
 
 
 def second_command() -> dict[str, Any]:
@@ -53,28 +49,10 @@ def state(url: str, **overrides: Any) -> DesiredXnat:
 
 
 @pytest.fixture
-def sa() -> Iterator[XnatStandin]:
-    with XnatStandin() as standin:
-        initialise(standin.url)
-        for pid in ("P1", "P2"):
-            standin.state.projects[pid] = StandinProject(id=pid, name=pid)
-        yield standin
-
-
-def apply_all(changes: list[Change]) -> None:
-    for c in changes:
-        if c.apply is not None:
-            c.apply()
-
-
-def targets(changes: list[Change]) -> list[tuple[str, str]]:
-    return [(c.action, c.target) for c in changes]
-
-
-def raw(url: str) -> requests.Session:
-    s = requests.Session()
-    s.auth = (SERVICE_USER, SERVICE_PASSWORD)
-    return s
+def sa(sa: XnatStandin) -> XnatStandin:
+    """The shared initialised stand-in (tests/xnat_fixtures.py) holding projects P1 and P2."""
+    add_projects(sa, "P1", "P2")
+    return sa
 
 
 def registered(sa: XnatStandin, name: str) -> list[dict[str, Any]]:
@@ -123,8 +101,7 @@ def test_apply_converges_and_second_apply_changes_nothing(sa: XnatStandin) -> No
 
     before = len(sa.requests_log)
     assert containers.plan(ctx) == []
-    writes = [r for r in sa.requests_log[before:] if r[0] != "GET"]
-    assert writes == []
+    assert [r for r in sa.requests_log[before:] if r[0] != "GET"] == []  # not even a login
 
 
 def test_changed_command_is_replaced_and_wrappers_enabled_again(sa: XnatStandin) -> None:
@@ -154,7 +131,7 @@ def test_drift_behind_the_tools_back_shows_up(sa: XnatStandin) -> None:
     apply_all(containers.plan(ctx))
     (stored,) = registered(sa, "dcm2niix")
     cid = stored["id"]
-    s = raw(sa.url)
+    s = service_session()
     # Someone disables the site wrapper and changes the backend's path translation over REST.
     s.put(f"{sa.url}/xapi/commands/{cid}/wrappers/dcm2niix-scan/disabled", timeout=10)
     server = s.get(f"{sa.url}/xapi/docker/server", timeout=10).json()
@@ -212,7 +189,7 @@ def test_duplicate_registrations_are_replaced_by_one(sa: XnatStandin) -> None:
 
 
 def test_two_commands_and_unmanaged_commands_left_alone(sa: XnatStandin) -> None:
-    s = raw(sa.url)
+    s = service_session()
     s.post(
         f"{sa.url}/xapi/commands", json=command(name="someone-elses"), timeout=10
     ).raise_for_status()
@@ -269,20 +246,16 @@ def test_no_container_service_plans_nothing(sa: XnatStandin) -> None:
 def test_invalid_desired_state_fails_before_any_request(
     sa: XnatStandin, overrides: dict[str, Any], message: str
 ) -> None:
-    before = len(sa.requests_log)
-    with pytest.raises(ReconcileError, match=message) as err:
-        containers.plan(context(state(sa.url, **overrides)))
-    assert err.value.area == "containers"
-    assert err.value.host == "test-host"
-    assert sa.requests_log[before:] == []
+    err = refused(sa, lambda: containers.plan(context(state(sa.url, **overrides))), message)
+    assert err.area == "containers"
+    assert err.host == "test-host"
 
 
 def test_unknown_site_wrapper_fails_before_any_request(sa: XnatStandin) -> None:
     cs = ContainerService(commands=["x.json"], site_wrappers=["dcm2niix-scna"])
-    before = len(sa.requests_log)
-    with pytest.raises(ReconcileError, match="dcm2niix-scna"):
-        containers.plan(context(state(sa.url, container_service=cs)))
-    assert sa.requests_log[before:] == []
+    refused(
+        sa, lambda: containers.plan(context(state(sa.url, container_service=cs))), "dcm2niix-scna"
+    )
 
 
 def test_matches_ignores_server_ids_and_defaults() -> None:

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from tests.xnat_helpers import SERVICE_PASSWORD, SERVICE_USER, context, desired, initialise, project
+from tests.xnat_helpers import (
+    add_projects,
+    apply_all,
+    command,
+    context,
+    desired,
+    project,
+    refused,
+    service_session,
+    targets,
+)
 from tests.xnat_standin import XnatStandin
-from tests.xnat_standin.state import Project as StandinProject
 from xnat_fleet.model.fleet import ContainerService, EventSubscription
-from xnat_fleet.xnat.changes import Change, ReconcileError
+from xnat_fleet.xnat.changes import ReconcileError
 from xnat_fleet.xnat.client import XnatError
 from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import DesiredXnat
 from xnat_fleet.xnat.reconcilers import containers, events
 
-COMMAND_FILE = Path(__file__).parent / "fixtures" / "xnat" / "commands" / "dcm2niix.json"
 PROVIDER = "org.nrg.containers.services.CommandActionProvider:"
 DICOM_ONLY = "$.scan.resources[?(@.label == 'DICOM')]"
-
-
-def command(**changes: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(COMMAND_FILE.read_text())
-    data.update(changes)
-    return data
 
 
 def sub(name: str = "nifti-on-scan", **fields: Any) -> EventSubscription:
@@ -57,40 +55,22 @@ def state(url: str, **overrides: Any) -> DesiredXnat:
 
 
 @pytest.fixture
-def sa() -> Iterator[XnatStandin]:
-    with XnatStandin() as standin:
-        initialise(standin.url)
-        for pid in ("P1", "P2"):
-            standin.state.projects[pid] = StandinProject(id=pid, name=pid)
-        # An unmanaged command with two wrappers first, so that command ids and wrapper ids
-        # differ: the action key must name the wrapper (container-service CommandActionProvider).
-        other = command(name="other-tool")
-        other["xnat"] = [dict(other["xnat"][0], name=n) for n in ("other-a", "other-b")]
-        reply = raw().post(f"{standin.url}/xapi/commands", json=other, timeout=10)
-        reply.raise_for_status()
-        yield standin
-
-
-def apply_all(changes: list[Change]) -> None:
-    for c in changes:
-        if c.apply is not None:
-            c.apply()
+def sa(sa: XnatStandin) -> XnatStandin:
+    """The shared initialised stand-in (tests/xnat_fixtures.py) holding projects P1 and P2."""
+    add_projects(sa, "P1", "P2")
+    # An unmanaged command with two wrappers first, so that command ids and wrapper ids
+    # differ: the action key must name the wrapper (container-service CommandActionProvider).
+    other = command(name="other-tool")
+    other["xnat"] = [dict(other["xnat"][0], name=n) for n in ("other-a", "other-b")]
+    reply = service_session().post(f"{sa.url}/xapi/commands", json=other, timeout=10)
+    reply.raise_for_status()
+    return sa
 
 
 def converge(ctx: HostContext) -> None:
     """Apply order containers, events (xnat-design.md)."""
     apply_all(containers.plan(ctx))
     apply_all(events.plan(ctx))
-
-
-def targets(changes: list[Change]) -> list[tuple[str, str]]:
-    return [(c.action, c.target) for c in changes]
-
-
-def raw() -> requests.Session:
-    s = requests.Session()
-    s.auth = (SERVICE_USER, SERVICE_PASSWORD)
-    return s
 
 
 def wrapper_id(sa: XnatStandin) -> int:
@@ -178,7 +158,7 @@ def test_drift_behind_the_tools_back_shows_up(sa: XnatStandin) -> None:
     converge(ctx)
     (first,) = stored(sa, "nifti-on-scan")
     sid = first["id"]
-    s = raw()
+    s = service_session()
     body = dict(first, **{"event-filter": dict(first["event-filter"], status="UPDATED")})
     s.put(f"{sa.url}/xapi/events/subscription/{sid}", json=body, timeout=10).raise_for_status()
     s.post(f"{sa.url}/xapi/events/subscription/{sid}/deactivate", timeout=10).raise_for_status()
@@ -200,7 +180,7 @@ def test_duplicates_on_the_server_are_reduced_to_one(sa: XnatStandin) -> None:
     converge(ctx)
     (first,) = stored(sa, "nifti-on-scan")
     copy = {k: v for k, v in first.items() if k in ("name", "active", "action-key", "event-filter")}
-    reply = raw().post(f"{sa.url}/xapi/events/subscription", json=copy, timeout=10)
+    reply = service_session().post(f"{sa.url}/xapi/events/subscription", json=copy, timeout=10)
     assert reply.status_code == 201  # XNAT accepts the duplicate (§12)
     dup_id = events.parse_created_id(reply.text)
 
@@ -217,7 +197,9 @@ def test_unlisted_subscription_is_a_note_unless_prune(sa: XnatStandin) -> None:
     ctx = context(state(sa.url))
     converge(ctx)
     manual = {"name": "by-hand", "action-key": f"{PROVIDER}1", "event-filter": {}}
-    raw().post(f"{sa.url}/xapi/events/subscription", json=manual, timeout=10).raise_for_status()
+    service_session().post(
+        f"{sa.url}/xapi/events/subscription", json=manual, timeout=10
+    ).raise_for_status()
 
     changes = events.plan(ctx)
     assert [(c.action, c.target, c.apply is None) for c in changes] == [
@@ -274,11 +256,8 @@ def test_fresh_site_is_planned_without_requests(sa: XnatStandin) -> None:
 def test_invalid_desired_state_fails_before_any_request(
     sa: XnatStandin, subs: tuple[EventSubscription, ...], message: str
 ) -> None:
-    before = len(sa.requests_log)
-    with pytest.raises(ReconcileError, match=message) as err:
-        events.plan(context(state(sa.url, subscriptions=subs)))
-    assert (err.value.host, err.value.area) == ("test-host", "events")
-    assert sa.requests_log[before:] == []
+    err = refused(sa, lambda: events.plan(context(state(sa.url, subscriptions=subs))), message)
+    assert (err.host, err.area) == ("test-host", "events")
 
 
 def test_subscription_without_container_service_is_an_error(sa: XnatStandin) -> None:

@@ -3,33 +3,39 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from tests.xnat_helpers import SERVICE_PASSWORD, SERVICE_USER, context, desired, initialise, project
+from tests.xnat_helpers import (
+    AUTH,
+    SERVICE_USER,
+    apply_all,
+    context,
+    desired,
+    drift,
+    initialise,
+    project,
+    refused,
+    targets,
+    writes,
+)
 from tests.xnat_standin import XnatStandin
 from xnat_fleet.model.fleet import Project
-from xnat_fleet.xnat.changes import Change, ReconcileError
-from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import ProjectSpec
 from xnat_fleet.xnat.reconcilers import projects
 from xnat_fleet.xnat.reconcilers.projects import XNAT_NS, project_xml
 
-AUTH = (SERVICE_USER, SERVICE_PASSWORD)
 BAD_CODE: Any = 7  # the model refuses it; XNAT would not (§9)
-WRITES = ("PUT", "POST", "DELETE")
 
 
 @pytest.fixture
-def sa() -> Iterator[XnatStandin]:
-    with XnatStandin() as standin:
-        initialise(standin.url)
-        for user in ("alice", "bob", "carol", "dave", "xsync_relay_1"):
-            add_user(standin.url, user)
-        yield standin
+def sa(sa: XnatStandin) -> XnatStandin:
+    """The shared initialised stand-in (tests/xnat_fixtures.py) with the users projects name."""
+    for user in ("alice", "bob", "carol", "dave", "xsync_relay_1"):
+        add_user(sa.url, user)
+    return sa
 
 
 def add_user(url: str, username: str) -> None:
@@ -49,16 +55,6 @@ def add_user(url: str, username: str) -> None:
         timeout=10,
     )
     assert r.status_code == 201, r.text
-
-
-def apply_all(changes: list[Change]) -> None:
-    for c in changes:
-        if c.apply is not None:
-            c.apply()
-
-
-def drift(ctx: HostContext) -> list[Change]:
-    return [c for c in projects.plan(ctx) if c.is_drift]
 
 
 def members(url: str, pid: str) -> dict[str, str]:
@@ -92,7 +88,7 @@ def study(**fields: Any) -> ProjectSpec:
 def test_plan_on_empty_site_lists_every_change(sa: XnatStandin) -> None:
     ctx = context(desired(sa.url, projects=(study(), project("OTHER", owners=["dave"]))))
     changes = projects.plan(ctx)
-    assert [(c.action, c.target) for c in changes] == [
+    assert targets(changes) == [
         ("create", "project STUDY1"),
         ("create", "project STUDY1 member alice"),
         ("create", "project STUDY1 member bob"),
@@ -137,7 +133,7 @@ def test_apply_converges_and_second_apply_changes_nothing(sa: XnatStandin) -> No
     again = projects.plan(ctx)
     assert again == []
     apply_all(again)
-    assert not [r for r in sa.requests_log[mark:] if r[0] in WRITES and r[1] != "/data/JSESSION"]
+    assert not writes(sa.requests_log[mark:])
 
 
 def test_drift_behind_the_tools_back_is_planned_and_repaired(sa: XnatStandin) -> None:
@@ -156,8 +152,8 @@ def test_drift_behind_the_tools_back_is_planned_and_repaired(sa: XnatStandin) ->
         base, data=xml, headers={"Content-Type": "text/xml"}, auth=AUTH, timeout=10
     ).raise_for_status()
 
-    changes = drift(ctx)
-    assert [(c.action, c.target) for c in changes] == [
+    changes = drift(projects.plan(ctx))
+    assert targets(changes) == [
         ("update", "project STUDY1"),
         ("update", "project STUDY1 member alice"),
         ("create", "project STUDY1 member carol"),
@@ -176,7 +172,7 @@ def test_drift_behind_the_tools_back_is_planned_and_repaired(sa: XnatStandin) ->
     }
     assert (changes[1].before, changes[1].after) == ({"group": "Members"}, {"group": "Owners"})
     apply_all(changes)
-    assert drift(ctx) == []
+    assert drift(projects.plan(ctx)) == []
     assert sa.state.projects["STUDY1"].prearchive_code == 4
     assert members(sa.url, "STUDY1")["alice"] == "STUDY1_owner"
 
@@ -233,18 +229,17 @@ def test_projects_not_in_the_inventory_are_ignored_even_with_prune(sa: XnatStand
     assert not [r for r in sa.requests_log if r[0] == "DELETE"]
 
 
-def test_fresh_site_is_planned_without_any_request() -> None:
-    with XnatStandin() as standin:
-        ctx = context(desired(standin.url, projects=(study(),)), fresh=True)
-        changes = projects.plan(ctx)
-        assert standin.requests_log == []
-        assert [c.action for c in changes] == ["create"] * 4
-        # The fresh plan applies once the site is initialised (the engine's order).
-        initialise(standin.url)
-        for user in ("alice", "bob", "carol"):
-            add_user(standin.url, user)
-        apply_all(changes)
-        assert projects.plan(context(desired(standin.url, projects=(study(),)))) == []
+def test_fresh_site_is_planned_without_any_request(standin: XnatStandin) -> None:
+    ctx = context(desired(standin.url, projects=(study(),)), fresh=True)
+    changes = projects.plan(ctx)
+    assert standin.requests_log == []
+    assert [c.action for c in changes] == ["create"] * 4
+    # The fresh plan applies once the site is initialised (the engine's order).
+    initialise(standin.url)
+    for user in ("alice", "bob", "carol"):
+        add_user(standin.url, user)
+    apply_all(changes)
+    assert projects.plan(context(desired(standin.url, projects=(study(),)))) == []
 
 
 @pytest.mark.parametrize(
@@ -263,12 +258,9 @@ def test_fresh_site_is_planned_without_any_request() -> None:
 def test_invalid_desired_state_is_refused_before_any_request(
     sa: XnatStandin, specs: tuple[ProjectSpec, ...], message: str
 ) -> None:
-    mark = len(sa.requests_log)
-    with pytest.raises(ReconcileError, match=message) as err:
-        projects.plan(context(desired(sa.url, projects=specs)))
-    assert err.value.area == "projects"
-    assert err.value.host == "test-host"
-    assert sa.requests_log[mark:] == []
+    err = refused(sa, lambda: projects.plan(context(desired(sa.url, projects=specs))), message)
+    assert err.area == "projects"
+    assert err.host == "test-host"
 
 
 def test_project_xml_escapes_everything() -> None:

@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from tests.xnat_helpers import SERVICE_PASSWORD, SERVICE_USER, context, desired, initialise
+from tests.xnat_helpers import (
+    AUTH,
+    apply_all,
+    context,
+    desired,
+    drift,
+    initialise,
+    refused,
+    targets,
+    writes,
+)
 from tests.xnat_standin import XnatStandin
 from xnat_fleet.model.fleet import Receiver
-from xnat_fleet.xnat.changes import Change, ReconcileError
+from xnat_fleet.xnat.changes import ReconcileError
 from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.reconcilers import receivers
 
-AUTH = (SERVICE_USER, SERVICE_PASSWORD)
-WRITES = ("PUT", "POST", "DELETE")
 ROUTED = Receiver(ae_title="STUDY1", port=8105, project="STUDY1", whitelist=["10.1.2.3"])
 PLAIN = Receiver(ae_title="RELAY", port=8106, anonymization=False, direct_archive=True)
-
-
-@pytest.fixture
-def sa() -> Iterator[XnatStandin]:
-    with XnatStandin() as standin:
-        initialise(standin.url)
-        yield standin
-
-
-def apply_all(changes: list[Change]) -> None:
-    for c in changes:
-        if c.apply is not None:
-            c.apply()
-
-
-def drift(ctx: HostContext) -> list[Change]:
-    return [c for c in receivers.plan(ctx) if c.is_drift]
 
 
 def by_identity(sa: XnatStandin) -> dict[str, dict[str, Any]]:
@@ -58,7 +48,7 @@ def record_bodies(ctx: HostContext, monkeypatch: pytest.MonkeyPatch) -> list[tup
 def test_plan_on_empty_site_lists_every_change(sa: XnatStandin) -> None:
     ctx = context(desired(sa.url, receivers=(ROUTED, PLAIN)))
     changes = receivers.plan(ctx)
-    assert [(c.action, c.target) for c in changes] == [
+    assert targets(changes) == [
         ("note", "receiver XNAT:8104"),  # XNAT's default receiver, not in the inventory
         ("create", "receiver STUDY1:8105"),
         ("create", "receiver RELAY:8106"),
@@ -98,7 +88,7 @@ def test_apply_converges_and_second_apply_changes_nothing(sa: XnatStandin) -> No
     again = receivers.plan(ctx)
     assert [c.action for c in again] == ["note"]  # only the unmanaged default receiver
     apply_all(again)
-    assert not [r for r in sa.requests_log[mark:] if r[0] in WRITES and r[1] != "/data/JSESSION"]
+    assert not writes(sa.requests_log[mark:])
 
 
 def test_drift_is_repaired_with_only_the_changed_fields(
@@ -118,8 +108,8 @@ def test_drift_is_repaired_with_only_the_changed_fields(
         f"{sa.url}/xapi/dicomscp/{rid}/enabled/false", auth=AUTH, timeout=10
     ).raise_for_status()
 
-    changes = drift(ctx)
-    assert [(c.action, c.target) for c in changes] == [("update", "receiver STUDY1:8105")]
+    changes = drift(receivers.plan(ctx))
+    assert targets(changes) == [("update", "receiver STUDY1:8105")]
     assert changes[0].before == {
         "enabled": False,
         "anonymizationEnabled": False,
@@ -136,14 +126,14 @@ def test_drift_is_repaired_with_only_the_changed_fields(
         ("PUT", f"/xapi/dicomscp/{rid}", {"anonymizationEnabled": True, "whitelist": ["10.1.2.3"]}),
         ("PUT", f"/xapi/dicomscp/{rid}/enabled/true", None),
     ]
-    assert drift(ctx) == []
+    assert drift(receivers.plan(ctx)) == []
     assert by_identity(sa)["STUDY1:8105"]["fileNamer"] == "mine"  # fields we do not manage stay
 
 
 def test_unlisted_receivers_are_deleted_only_with_prune(sa: XnatStandin) -> None:
     ctx = context(desired(sa.url, receivers=(PLAIN,)), prune=True)
     changes = receivers.plan(ctx)
-    assert [(c.action, c.target) for c in changes] == [
+    assert targets(changes) == [
         ("delete", "receiver XNAT:8104"),
         ("create", "receiver RELAY:8106"),
     ]
@@ -155,31 +145,53 @@ def test_unlisted_receivers_are_deleted_only_with_prune(sa: XnatStandin) -> None
 def test_two_desired_receivers_on_one_port_are_refused_before_any_request(
     sa: XnatStandin,
 ) -> None:
-    mark = len(sa.requests_log)
     twins = (ROUTED, Receiver(ae_title="OTHER", port=ROUTED.port))
-    with pytest.raises(ReconcileError, match="share port 8105") as err:
-        receivers.plan(context(desired(sa.url, receivers=twins)))
-    assert (err.value.host, err.value.area) == ("test-host", "receivers")
-    assert sa.requests_log[mark:] == []
+    err = refused(
+        sa, lambda: receivers.plan(context(desired(sa.url, receivers=twins))), "share port 8105"
+    )
+    assert (err.host, err.area) == ("test-host", "receivers")
 
 
 def test_a_port_taken_by_an_unlisted_receiver_is_refused_unless_pruned(sa: XnatStandin) -> None:
-    # XNAT itself would accept OTHER:8104 next to its default XNAT:8104 (§10 duplicate-port trap).
-    clash = Receiver(ae_title="OTHER", port=8104)
+    # XNAT itself would accept OTHER:8105 next to LEGACY:8105 (§10 duplicate-port trap).
+    legacy = requests.post(
+        sa.url + "/xapi/dicomscp",
+        json={"aeTitle": "LEGACY", "port": 8105, "enabled": True},
+        auth=AUTH,
+        timeout=10,
+    )
+    assert legacy.status_code in (200, 201), legacy.text
+    clash = Receiver(ae_title="OTHER", port=8105)
     mark = len(sa.requests_log)
-    with pytest.raises(ReconcileError, match="port 8104 is already used by receiver XNAT:8104"):
+    with pytest.raises(ReconcileError, match="port 8105 is already used by receiver LEGACY:8105"):
         receivers.plan(context(desired(sa.url, receivers=(clash,))))
-    assert not [r for r in sa.requests_log[mark:] if r[0] in WRITES and r[1] != "/data/JSESSION"]
+    assert not writes(sa.requests_log[mark:])
 
     pruning = context(desired(sa.url, receivers=(clash,)), prune=True)
     changes = receivers.plan(pruning)
-    assert [(c.action, c.target) for c in changes] == [
-        ("delete", "receiver XNAT:8104"),  # frees the port before the create
-        ("create", "receiver OTHER:8104"),
+    assert targets(changes) == [
+        ("delete", "receiver XNAT:8104"),
+        ("delete", "receiver LEGACY:8105"),  # frees the port before the create
+        ("create", "receiver OTHER:8105"),
     ]
     apply_all(changes)
     assert receivers.plan(pruning) == []
-    assert set(by_identity(sa)) == {"OTHER:8104"}
+    assert set(by_identity(sa)) == {"OTHER:8105"}
+
+
+def test_the_factory_default_receiver_gives_way_without_prune(sa: XnatStandin) -> None:
+    # XNAT creates XNAT:8104 at first start (§1, §10); an inventory receiver on 8104 replaces it.
+    relay = Receiver(ae_title="PRISM_RELAY", port=8104)
+    ctx = context(desired(sa.url, receivers=(relay,)))
+    changes = receivers.plan(ctx)
+    assert targets(changes) == [
+        ("delete", "receiver XNAT:8104"),
+        ("create", "receiver PRISM_RELAY:8104"),
+    ]
+    assert "factory-default" in changes[0].detail
+    apply_all(changes)
+    assert receivers.plan(ctx) == []
+    assert set(by_identity(sa)) == {"PRISM_RELAY:8104"}
 
 
 def test_the_default_receiver_is_managed_when_listed(sa: XnatStandin) -> None:
@@ -194,20 +206,19 @@ def test_the_default_receiver_is_managed_when_listed(sa: XnatStandin) -> None:
     assert len(sa.state.receivers) == 1
 
 
-def test_fresh_site_is_planned_without_any_request() -> None:
-    with XnatStandin() as standin:
-        default = Receiver(ae_title="XNAT", port=8104, anonymization=False)
-        ctx = context(desired(standin.url, receivers=(default, PLAIN)), fresh=True)
-        changes = receivers.plan(ctx)
-        assert standin.requests_log == []
-        assert [(c.action, c.target) for c in changes] == [
-            ("update", "receiver XNAT:8104"),  # XNAT's default receiver (§1, §10)
-            ("create", "receiver RELAY:8106"),
-        ]
-        pruned = receivers.plan(context(desired(standin.url), fresh=True, prune=True))
-        assert [(c.action, c.target) for c in pruned] == [("delete", "receiver XNAT:8104")]
-        assert standin.requests_log == []
-        # The engine applies a fresh plan after bootstrap: ids are looked up then.
-        initialise(standin.url)
-        apply_all(changes)
-        assert receivers.plan(context(desired(standin.url, receivers=(default, PLAIN)))) == []
+def test_fresh_site_is_planned_without_any_request(standin: XnatStandin) -> None:
+    default = Receiver(ae_title="XNAT", port=8104, anonymization=False)
+    ctx = context(desired(standin.url, receivers=(default, PLAIN)), fresh=True)
+    changes = receivers.plan(ctx)
+    assert standin.requests_log == []
+    assert targets(changes) == [
+        ("update", "receiver XNAT:8104"),  # XNAT's default receiver (§1, §10)
+        ("create", "receiver RELAY:8106"),
+    ]
+    pruned = receivers.plan(context(desired(standin.url), fresh=True, prune=True))
+    assert targets(pruned) == [("delete", "receiver XNAT:8104")]
+    assert standin.requests_log == []
+    # The engine applies a fresh plan after bootstrap: ids are looked up then.
+    initialise(standin.url)
+    apply_all(changes)
+    assert receivers.plan(context(desired(standin.url, receivers=(default, PLAIN)))) == []

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from tests.xnat_helpers import SERVICE_PASSWORD, SERVICE_USER, context, desired, initialise
+from tests.xnat_helpers import AUTH, SERVICE_USER, context, desired, refused, run, shown, writes
 from tests.xnat_standin import XnatStandin
-from xnat_fleet.xnat.changes import Change, ReconcileError
 from xnat_fleet.xnat.client import XnatHTTPError
 from xnat_fleet.xnat.desired import DesiredXnat
 from xnat_fleet.xnat.reconcilers import site, smtp
 
-AUTH = (SERVICE_USER, SERVICE_PASSWORD)
 SMTP_PASSWORD = "smtp-pw-d41e-never-shown"
 
 SITE_KEYS: dict[str, Any] = {
@@ -55,31 +52,13 @@ CHANGED_FROM_INITIALISED = {
 }
 
 
-@pytest.fixture
-def standin() -> Iterator[XnatStandin]:
-    with XnatStandin() as sa:
-        initialise(sa.url)
-        sa.requests_log.clear()
-        yield sa
-
-
 def site_desired(url: str, **keys: Any) -> DesiredXnat:
     return desired(url, site_config={**SITE_KEYS, **keys})
 
 
-def run(changes: list[Change]) -> None:
-    for change in changes:
-        assert change.apply is not None
-        change.apply()
-
-
-def writes(sa: XnatStandin) -> list[tuple[str, str, int]]:
-    return [r for r in sa.requests_log if r[0] != "GET" and r[1] != "/data/JSESSION"]
-
-
 # -- site ------------------------------------------------------------------------------------
-def test_site_plan_lists_only_differing_keys(standin: XnatStandin) -> None:
-    ctx = context(site_desired(standin.url))
+def test_site_plan_lists_only_differing_keys(sa: XnatStandin) -> None:
+    ctx = context(site_desired(sa.url))
     changes = site.plan(ctx)
     assert len(changes) == 1
     change = changes[0]
@@ -91,23 +70,23 @@ def test_site_plan_lists_only_differing_keys(standin: XnatStandin) -> None:
     assert "requireLogin" not in change.after  # equal already
 
 
-def test_site_apply_sends_exactly_the_difference_and_converges(standin: XnatStandin) -> None:
-    ctx = context(site_desired(standin.url))
+def test_site_apply_sends_exactly_the_difference_and_converges(sa: XnatStandin) -> None:
+    ctx = context(site_desired(sa.url))
     run(site.plan(ctx))
-    assert [(m, p) for m, p, _ in writes(standin)] == [("POST", "/xapi/siteConfig")]
-    config = standin.state.site_config
+    assert [(m, p) for m, p, _ in writes(sa.requests_log)] == [("POST", "/xapi/siteConfig")]
+    config = sa.state.site_config
     assert config["siteId"] == "RELAY_A"
     assert config["maxFailedLogins"] == 5  # native types, not "5"
     assert config["par"] is False
     assert config["enabledProviders"] == ["localdb", "ldap1"]
     assert site.plan(ctx) == []
-    standin.requests_log.clear()
+    sa.requests_log.clear()
     run(site.plan(ctx))  # second apply: nothing to do, nothing sent
-    assert writes(standin) == []
+    assert writes(sa.requests_log) == []
 
 
-def test_site_posts_only_changed_keys(standin: XnatStandin) -> None:
-    ctx = context(site_desired(standin.url))
+def test_site_posts_only_changed_keys(sa: XnatStandin) -> None:
+    ctx = context(site_desired(sa.url))
     run(site.plan(ctx))
     seen: list[Any] = []
     original = ctx.client.request
@@ -118,16 +97,16 @@ def test_site_posts_only_changed_keys(standin: XnatStandin) -> None:
         return original(method, path, **kwargs)
 
     ctx.client.request = spy  # type: ignore[method-assign]
-    standin.state.site_config["sessionTimeout"] = "1 hour"
+    sa.state.site_config["sessionTimeout"] = "1 hour"
     run(site.plan(ctx))
     assert seen == [{"sessionTimeout": "30 minutes"}]
 
 
-def test_site_drift_made_over_rest_is_seen(standin: XnatStandin) -> None:
-    ctx = context(site_desired(standin.url))
+def test_site_drift_made_over_rest_is_seen(sa: XnatStandin) -> None:
+    ctx = context(site_desired(sa.url))
     run(site.plan(ctx))
     r = requests.post(
-        standin.url + "/xapi/siteConfig",
+        sa.url + "/xapi/siteConfig",
         json={"requireLogin": False, "maxFailedLogins": 50},
         auth=AUTH,
         timeout=5,
@@ -155,29 +134,27 @@ def test_site_drift_made_over_rest_is_seen(standin: XnatStandin) -> None:
         ({"sessionXmlRebuilderInterval": 10.0}, True),
     ],
 )
-def test_site_compares_native_types(
-    standin: XnatStandin, echo: dict[str, Any], equal: bool
-) -> None:
-    ctx = context(site_desired(standin.url))
+def test_site_compares_native_types(sa: XnatStandin, echo: dict[str, Any], equal: bool) -> None:
+    ctx = context(site_desired(sa.url))
     run(site.plan(ctx))
-    standin.state.site_config.update(echo)
+    sa.state.site_config.update(echo)
     changes = site.plan(ctx)
     assert (changes == []) is equal
     if not equal:
         assert set(changes[0].after) == set(echo)
 
 
-def test_site_bool_is_not_an_int(standin: XnatStandin) -> None:
-    ctx = context(site_desired(standin.url))
+def test_site_bool_is_not_an_int(sa: XnatStandin) -> None:
+    ctx = context(site_desired(sa.url))
     run(site.plan(ctx))
-    standin.state.site_config["requireLogin"] = 1  # not a JSON boolean
+    sa.state.site_config["requireLogin"] = 1  # not a JSON boolean
     assert [set(c.after) for c in site.plan(ctx)] == [{"requireLogin"}]
 
 
-def test_site_fresh_plans_against_defaults_without_requests(standin: XnatStandin) -> None:
-    ctx = context(site_desired(standin.url), fresh=True)
+def test_site_fresh_plans_against_defaults_without_requests(sa: XnatStandin) -> None:
+    ctx = context(site_desired(sa.url), fresh=True)
     changes = site.plan(ctx)
-    assert standin.requests_log == []
+    assert sa.requests_log == []
     after = changes[0].after
     before = changes[0].before
     assert before["siteId"] == "XNAT"
@@ -199,14 +176,12 @@ def test_site_fresh_plans_against_defaults_without_requests(standin: XnatStandin
     ],
 )
 def test_site_invalid_desired_refused_before_any_request(
-    standin: XnatStandin, keys: dict[str, Any], message: str
+    sa: XnatStandin, keys: dict[str, Any], message: str
 ) -> None:
-    ctx = context(site_desired(standin.url, **keys))
-    with pytest.raises(ReconcileError) as caught:
-        site.plan(ctx)
-    assert message in str(caught.value)
-    assert (caught.value.host, caught.value.area) == ("test-host", "site")
-    assert standin.requests_log == []
+    caught = refused(sa, lambda: site.plan(context(site_desired(sa.url, **keys))))
+    assert message in str(caught)
+    assert (caught.host, caught.area) == ("test-host", "site")
+    assert sa.requests_log == []
 
 
 # -- smtp ------------------------------------------------------------------------------------
@@ -224,12 +199,8 @@ def smtp_desired(url: str, **fields: Any) -> DesiredXnat:
     return desired(url, smtp={**SMTP, **fields})
 
 
-def shown(changes: list[Change]) -> str:
-    return json.dumps([c.to_dict() for c in changes]) + "\n".join(c.render() for c in changes)
-
-
-def test_smtp_plan_never_shows_the_password(standin: XnatStandin) -> None:
-    ctx = context(smtp_desired(standin.url))
+def test_smtp_plan_never_shows_the_password(sa: XnatStandin) -> None:
+    ctx = context(smtp_desired(sa.url))
     changes = smtp.plan(ctx)
     assert len(changes) == 1
     change = changes[0]
@@ -241,12 +212,12 @@ def test_smtp_plan_never_shows_the_password(standin: XnatStandin) -> None:
     assert SMTP_PASSWORD not in shown(changes)
 
 
-def test_smtp_apply_accepts_the_500_and_judges_by_read_back(standin: XnatStandin) -> None:
-    ctx = context(smtp_desired(standin.url))
+def test_smtp_apply_accepts_the_500_and_judges_by_read_back(sa: XnatStandin) -> None:
+    ctx = context(smtp_desired(sa.url))
     run(smtp.plan(ctx))
     # xnat-facts.md §15: the stand-in applies the JSON call and answers 500.
-    assert ("POST", "/xapi/notifications", 500) in standin.requests_log
-    stored = standin.state.smtp
+    assert ("POST", "/xapi/notifications", 500) in sa.requests_log
+    stored = sa.state.smtp
     assert stored["hostname"] == "smtp.example.org"
     assert stored["port"] == 587
     assert stored["password"] == SMTP_PASSWORD
@@ -255,13 +226,13 @@ def test_smtp_apply_accepts_the_500_and_judges_by_read_back(standin: XnatStandin
         "mail.smtp.starttls.enable": "true",
     }
     assert smtp.plan(ctx) == []
-    standin.requests_log.clear()
+    sa.requests_log.clear()
     run(smtp.plan(ctx))
-    assert writes(standin) == []
+    assert writes(sa.requests_log) == []
 
 
-def test_smtp_posts_smtp_server_as_a_json_string(standin: XnatStandin) -> None:
-    ctx = context(smtp_desired(standin.url))
+def test_smtp_posts_smtp_server_as_a_json_string(sa: XnatStandin) -> None:
+    ctx = context(smtp_desired(sa.url))
     seen: list[Any] = []
     original = ctx.client.request
 
@@ -278,11 +249,11 @@ def test_smtp_posts_smtp_server_as_a_json_string(standin: XnatStandin) -> None:
     assert json.loads(body["smtpServer"])["hostname"] == "smtp.example.org"
 
 
-def test_smtp_drift_including_the_password_is_seen(standin: XnatStandin) -> None:
-    ctx = context(smtp_desired(standin.url))
+def test_smtp_drift_including_the_password_is_seen(sa: XnatStandin) -> None:
+    ctx = context(smtp_desired(sa.url))
     run(smtp.plan(ctx))
-    standin.state.smtp["port"] = 25
-    standin.state.smtp["password"] = "changed-by-hand"
+    sa.state.smtp["port"] = 25
+    sa.state.smtp["password"] = "changed-by-hand"
     changes = smtp.plan(ctx)
     assert len(changes) == 1
     assert changes[0].before == {"port": 25, "password": "(secret)"}
@@ -292,14 +263,14 @@ def test_smtp_drift_including_the_password_is_seen(standin: XnatStandin) -> None
     assert smtp.plan(ctx) == []
 
 
-def test_smtp_read_back_that_differs_is_an_error(standin: XnatStandin) -> None:
+def test_smtp_read_back_that_differs_is_an_error(sa: XnatStandin) -> None:
     """Simulate XNAT dropping the write: the read-back is reset between POST and GET."""
-    ctx = context(smtp_desired(standin.url))
+    ctx = context(smtp_desired(sa.url))
     changes = smtp.plan(ctx)
     original = ctx.client.get_json
 
     def read_back(path: str, **kwargs: Any) -> Any:
-        standin.state.smtp = {"hostname": "localhost", "port": 25, "password": "old-pw-7c"}
+        sa.state.smtp = {"hostname": "localhost", "port": 25, "password": "old-pw-7c"}
         return original(path, **kwargs)
 
     ctx.client.get_json = read_back  # type: ignore[method-assign]
@@ -312,11 +283,11 @@ def test_smtp_read_back_that_differs_is_an_error(standin: XnatStandin) -> None:
     assert SMTP_PASSWORD not in message and "old-pw-7c" not in message
 
 
-def test_smtp_accepts_xnat_property_names_on_read_back(standin: XnatStandin) -> None:
+def test_smtp_accepts_xnat_property_names_on_read_back(sa: XnatStandin) -> None:
     """Java mail sender naming (`host`, flattened `mail.*` properties, strings) is the same."""
-    ctx = context(smtp_desired(standin.url))
+    ctx = context(smtp_desired(sa.url))
     run(smtp.plan(ctx))
-    standin.state.smtp = {
+    sa.state.smtp = {
         "host": "smtp.example.org",
         "port": "587",
         "protocol": "smtp",
@@ -327,18 +298,18 @@ def test_smtp_accepts_xnat_property_names_on_read_back(standin: XnatStandin) -> 
     assert smtp.plan(ctx) == []
 
 
-def test_smtp_fresh_plans_without_requests(standin: XnatStandin) -> None:
-    ctx = context(smtp_desired(standin.url), fresh=True)
+def test_smtp_fresh_plans_without_requests(sa: XnatStandin) -> None:
+    ctx = context(smtp_desired(sa.url), fresh=True)
     changes = smtp.plan(ctx)
-    assert standin.requests_log == []
+    assert sa.requests_log == []
     assert changes[0].before["hostname"] is None
     assert "password" not in changes[0].after  # nothing known to compare it with
 
 
-def test_smtp_default_null_client_converges(standin: XnatStandin) -> None:
-    ctx = context(desired(standin.url))  # localhost:25, no credentials (the postfix null client)
+def test_smtp_default_null_client_converges(sa: XnatStandin) -> None:
+    ctx = context(desired(sa.url))  # localhost:25, no credentials (the postfix null client)
     run(smtp.plan(ctx))
-    assert standin.state.smtp["mailProperties"]["mail.smtp.auth"] == "false"
+    assert sa.state.smtp["mailProperties"]["mail.smtp.auth"] == "false"
     assert smtp.plan(ctx) == []
 
 
@@ -354,27 +325,25 @@ def test_smtp_default_null_client_converges(standin: XnatStandin) -> None:
     ],
 )
 def test_smtp_invalid_desired_refused_before_any_request(
-    standin: XnatStandin, fields: dict[str, Any], message: str
+    sa: XnatStandin, fields: dict[str, Any], message: str
 ) -> None:
-    ctx = context(smtp_desired(standin.url, **fields))
-    with pytest.raises(ReconcileError) as caught:
-        smtp.plan(ctx)
-    assert message in str(caught.value)
-    assert caught.value.area == "smtp"
-    assert standin.requests_log == []
+    caught = refused(sa, lambda: smtp.plan(context(smtp_desired(sa.url, **fields))))
+    assert message in str(caught)
+    assert caught.area == "smtp"
+    assert sa.requests_log == []
 
 
-def test_desired_dataclass_is_untouched(standin: XnatStandin) -> None:
-    d = smtp_desired(standin.url)
+def test_desired_dataclass_is_untouched(sa: XnatStandin) -> None:
+    d = smtp_desired(sa.url)
     copy = dataclasses.replace(d)
     run(smtp.plan(context(d)))
     assert d.smtp == copy.smtp
 
 
-def test_smtp_masked_password_on_read_back_is_not_drift(standin: XnatStandin) -> None:
-    ctx = context(smtp_desired(standin.url))
+def test_smtp_masked_password_on_read_back_is_not_drift(sa: XnatStandin) -> None:
+    ctx = context(smtp_desired(sa.url))
     run(smtp.plan(ctx))
-    standin.state.smtp["password"] = "********"
+    sa.state.smtp["password"] = "********"
     assert smtp.plan(ctx) == []
-    standin.state.smtp["username"] = "someone-else"
+    sa.state.smtp["username"] = "someone-else"
     assert [set(c.after) for c in smtp.plan(ctx)] == [{"username"}]

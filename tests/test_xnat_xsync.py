@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +17,15 @@ import pytest
 import requests
 
 from tests.xnat_helpers import (
-    SERVICE_PASSWORD,
-    SERVICE_USER,
+    AUTH,
     client,
     desired,
-    initialise,
     pairing,
     project,
+    run,
+    running_standin,
+    targets,
+    writes,
 )
 from tests.xnat_standin import XnatStandin
 from xnat_fleet.model.fleet import XsyncPreferences
@@ -37,7 +40,6 @@ RELAY = "relay-1"
 CENTRAL = "central-host"
 ACCOUNT = "xsync_relay_1"  # tests/xnat_helpers.pairing() names it after the relay
 PREFS = XsyncPreferences(token_refresh_interval="6 hours", retry_count=3)
-WRITES = ("POST", "PUT", "DELETE")
 
 
 def create_project(url: str, pid: str) -> None:
@@ -50,15 +52,10 @@ def create_project(url: str, pid: str) -> None:
         url + "/data/projects",
         data=body,
         headers={"Content-Type": "text/xml"},
-        auth=(SERVICE_USER, SERVICE_PASSWORD),
+        auth=AUTH,
         timeout=10,
     )
     assert r.status_code in (200, 201), r.status_code
-
-
-def writes(log: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-    """Writes in a stand-in's log, without session logins (``POST /data/JSESSION``, §6)."""
-    return [e for e in log if e[0] in WRITES and e[1] != "/data/JSESSION"]
 
 
 @dataclass
@@ -91,9 +88,7 @@ class Pair:
         return changes
 
     def converge(self, ctx: HostContext) -> None:
-        for c in self.plan(ctx):
-            assert c.apply is not None
-            c.apply()
+        run(self.plan(ctx))
         assert self.plan(ctx) == []
 
     def raises(self, exc: type[Exception], fn: Callable[[], Any]) -> str:
@@ -107,53 +102,46 @@ class Pair:
         return [t.secret for t in self.central.state.tokens.values()]
 
 
+@contextmanager
 def make_pair(
     relay_kwargs: dict[str, Any] | None = None,
     central_kwargs: dict[str, Any] | None = None,
     *,
     central_project: bool = True,
-) -> tuple[XnatStandin, XnatStandin, Pair]:
-    relay = XnatStandin(xsync=True, name="relay", **(relay_kwargs or {}))
-    central = XnatStandin(name="central", **(central_kwargs or {}))
-    relay.start()
-    central.start()
-    for s in (relay, central):
-        initialise(s.url)
-    create_project(relay.url, "P1")
-    if central_project:
-        create_project(central.url, "Q1")
-    for s in (relay, central):
-        s.requests_log.clear()  # tests look at what the reconciler sent, not at the setup
-    link = pairing(RELAY, "P1", "Q1", central.url)
-    relay_d = desired(
-        relay.url, host=RELAY, pairings=(link,), xsync_prefs=PREFS, xsync_plugin_version="1.8.1"
-    )
-    central_d = desired(central.url, host=CENTRAL, kind="central", projects=(project("Q1"),))
-    return relay, central, Pair(relay, central, relay_d, central_d)
+) -> Iterator[Pair]:
+    """Two running, initialised stand-ins (relay with Xsync; central), stopped afterwards."""
+    with ExitStack() as stack:
+        relay = stack.enter_context(
+            running_standin(xsync=True, name="relay", **(relay_kwargs or {}))
+        )
+        central = stack.enter_context(running_standin(name="central", **(central_kwargs or {})))
+        create_project(relay.url, "P1")
+        if central_project:
+            create_project(central.url, "Q1")
+        for s in (relay, central):
+            s.requests_log.clear()  # tests look at what the reconciler sent, not at the setup
+        link = pairing(RELAY, "P1", "Q1", central.url)
+        relay_d = desired(
+            relay.url, host=RELAY, pairings=(link,), xsync_prefs=PREFS, xsync_plugin_version="1.8.1"
+        )
+        central_d = desired(central.url, host=CENTRAL, kind="central", projects=(project("Q1"),))
+        yield Pair(relay, central, relay_d, central_d)
 
 
 @pytest.fixture
 def pair() -> Iterator[Pair]:
-    relay, central, p = make_pair()
-    try:
+    with make_pair() as p:
         yield p
         # No alias secret in any Change, message or exception a test produced.
         secrets = p.token_secrets()
         for text in p.seen:
             for secret in secrets:
                 assert secret not in text
-    finally:
-        relay.stop()
-        central.stop()
-
-
-def summary(changes: list[Change]) -> list[tuple[str, str]]:
-    return [(c.action, c.target) for c in changes]
 
 
 def test_empty_pairing_plan_lists_everything(pair: Pair) -> None:
     changes = pair.plan(pair.ctx())
-    assert summary(changes) == [
+    assert targets(changes) == [
         ("create", f"{CENTRAL}: user {ACCOUNT}"),
         ("create", f"{CENTRAL}: project Q1 owner {ACCOUNT}"),
         ("update", "xsync site preferences"),
@@ -189,7 +177,7 @@ def test_apply_converges_and_credentials_check_ok(pair: Pair) -> None:
         pair.relay.url + "/xapi/xsync/credentials/check/projects/P1",
         data=f'{{"host": "{pair.central.url}", "localProject": "P1"}}',
         headers={"Content-Type": "text/plain"},
-        auth=(SERVICE_USER, SERVICE_PASSWORD),
+        auth=AUTH,
         timeout=10,
     )
     assert r.status_code == 200
@@ -206,7 +194,7 @@ def test_expired_tokens_show_up_and_rekey_fixes_them(pair: Pair) -> None:
     pair.converge(ctx)
     pair.central.state.expire_all_tokens()
     changes = pair.plan(ctx)
-    assert summary(changes) == [("run", f"project P1 credentials for {pair.central.url}")]
+    assert targets(changes) == [("run", f"project P1 credentials for {pair.central.url}")]
     assert "HTTP 400" in changes[0].before
     messages = xsync_ops.rekey(ctx)
     pair.seen.extend(messages)
@@ -224,7 +212,7 @@ def test_member_shows_ownership_drift_and_save_answers_202(pair: Pair) -> None:
     pair.converge(ctx)
     pair.central.state.projects["Q1"].members[ACCOUNT] = "member"
     changes = pair.plan(ctx)
-    assert summary(changes) == [("update", f"{CENTRAL}: project Q1 owner {ACCOUNT}")]
+    assert targets(changes) == [("update", f"{CENTRAL}: project Q1 owner {ACCOUNT}")]
     assert changes[0].before == {"level": "member"}
     assert changes[0].after == {"level": "owner"}
     text = pair.raises(XsyncError, lambda: xsync_ops.rekey(ctx))
@@ -255,7 +243,7 @@ def test_drift_in_config_prefs_and_account(pair: Pair) -> None:
     user.enabled = False
     user.roles.append("Administrator")
     changes = pair.plan(ctx)
-    assert summary(changes) == [
+    assert targets(changes) == [
         ("update", f"{CENTRAL}: user {ACCOUNT}"),
         ("delete", f"{CENTRAL}: user {ACCOUNT} role Administrator"),
         ("update", "xsync site preferences"),
@@ -282,24 +270,19 @@ def test_drift_in_config_prefs_and_account(pair: Pair) -> None:
 
 
 def test_central_project_missing_is_created_first() -> None:
-    relay, central, pair = make_pair(central_project=False)
-    try:
+    with make_pair(central_project=False) as pair:
         ctx = pair.ctx()
         changes = pair.plan(ctx)
-        assert summary(changes)[0] == ("create", f"{CENTRAL}: project Q1")
+        assert targets(changes)[0] == ("create", f"{CENTRAL}: project Q1")
         pair.converge(ctx)
-        assert central.state.projects["Q1"].members[ACCOUNT] == "owner"
-    finally:
-        relay.stop()
-        central.stop()
+        assert pair.central.state.projects["Q1"].members[ACCOUNT] == "owner"
 
 
 def test_fresh_relay_plans_without_requests() -> None:
-    relay = XnatStandin(xsync=True)
-    central = XnatStandin(name="central")
-    relay.start()
-    central.start()
-    try:
+    with (
+        running_standin(initialised=False, xsync=True) as relay,
+        running_standin(initialised=False, name="central") as central,
+    ):
         link = pairing(RELAY, "P1", "Q1", central.url)
         relay_d = desired(relay.url, host=RELAY, pairings=(link,), xsync_prefs=PREFS)
         central_d = desired(central.url, host=CENTRAL, kind="central")  # Q1 not in its inventory
@@ -316,65 +299,48 @@ def test_fresh_relay_plans_without_requests() -> None:
         assert changes[0].target == f"{CENTRAL}: project Q1"
         assert relay.requests_log == []
         assert central.requests_log == []
-    finally:
-        relay.stop()
-        central.stop()
 
 
 def test_version_mismatch_refused_before_any_write() -> None:
-    relay, central, pair = make_pair(central_kwargs={"version": "1.9.1"})
-    try:
+    with make_pair(central_kwargs={"version": "1.9.1"}) as pair:
         text = pair.raises(ReconcileError, lambda: pair.plan(pair.ctx()))
         assert "1.9.3.6" in text and "1.9.1" in text
-        assert writes(relay.requests_log) == []
-        assert writes(central.requests_log) == []
+        assert writes(pair.relay.requests_log) == []
+        assert writes(pair.central.requests_log) == []
         # Versions pinned differently in the inventory: refused before any request at all.
         pair.central_desired = dataclasses.replace(pair.central_desired, version="1.10.0")
-        n_r, n_c = len(relay.requests_log), len(central.requests_log)
+        n_r, n_c = len(pair.relay.requests_log), len(pair.central.requests_log)
         text = pair.raises(ReconcileError, lambda: pair.plan(pair.ctx()))
         assert "1.10.0" in text
-        assert len(relay.requests_log) == n_r and len(central.requests_log) == n_c
-    finally:
-        relay.stop()
-        central.stop()
+        assert len(pair.relay.requests_log) == n_r and len(pair.central.requests_log) == n_c
 
 
 def test_wrong_content_type_is_a_clear_415_error() -> None:
-    relay, central, pair = make_pair(relay_kwargs={"xsync_content_type": "application/json"})
-    try:
+    with make_pair(relay_kwargs={"xsync_content_type": "application/json"}) as pair:
         ctx = pair.ctx()
         changes = pair.plan(ctx)
         config = next(c for c in changes if c.target == "project P1 sync config")
-        for c in changes[: changes.index(config)]:
-            assert c.apply is not None
-            c.apply()
+        run(changes[: changes.index(config)])
         assert config.apply is not None
         text = pair.raises(XsyncError, config.apply)
         assert "415" in text and "text/plain" in text and "application/json" in text
         assert "1.8.1" in text  # the plugin version (GET /xapi/plugins, §14)
         assert "1.9.3.6" in text
         # Configured behind the tool's back: the credential check in the plan answers 415 too.
-        relay.state.xsync_configs["P1"] = xsync.desired_config(ctx.desired.pairings[0])
+        pair.relay.state.xsync_configs["P1"] = xsync.desired_config(ctx.desired.pairings[0])
         text = pair.raises(XsyncError, lambda: pair.plan(ctx))
         assert "415" in text and "credentials/check" in text
-    finally:
-        relay.stop()
-        central.stop()
 
 
 def test_json_content_type_on_xnat_1_10() -> None:
-    relay, central, pair = make_pair(
+    with make_pair(
         relay_kwargs={"version": "1.10.0", "xsync_content_type": "application/json"},
         central_kwargs={"version": "1.10.0"},
-    )
-    try:
+    ) as pair:
         pair.relay_desired = dataclasses.replace(pair.relay_desired, version="1.10.0")
         pair.central_desired = dataclasses.replace(pair.central_desired, version="1.10.0")
         pair.converge(pair.ctx())
-        assert relay.state.xsync_credentials[("P1", central.url)]["username"] == ACCOUNT
-    finally:
-        relay.stop()
-        central.stop()
+        assert pair.relay.state.xsync_credentials[("P1", pair.central.url)]["username"] == ACCOUNT
 
 
 def test_invalid_desired_state_raises_before_any_request(pair: Pair) -> None:

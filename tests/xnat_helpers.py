@@ -4,16 +4,30 @@
 fresh stand-in to the state the bootstrap reconciler leaves (initialised, service account with
 Administrator + ALL_DATA_ADMIN) using only XNAT's documented REST calls (xnat-facts.md §6, §8), and
 ``context(...)`` makes the :class:`HostContext` a reconciler gets.
+
+The set-up the reconciler tests share lives here too: ``running_standin(...)`` (a started,
+initialised stand-in with an empty request log), ``writes(log)`` (the "nothing written" filter),
+``refused(...)`` (a :class:`ReconcileError` raised before any request), ``apply_all``/``run``,
+``targets``, ``drift``, ``shown``, ``service_session()`` and the dcm2niix ``command(...)``.
+Their pytest fixtures (``standin``, ``sa``) are in tests/xnat_fixtures.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
+from tests.xnat_standin import XnatStandin
+from tests.xnat_standin.state import Project as StandinProject
 from xnat_fleet.model.fleet import Project, SyncLink, XsyncPreferences
+from xnat_fleet.xnat.changes import Change, ReconcileError
 from xnat_fleet.xnat.client import XnatClient
 from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import DesiredXnat, ProjectSpec, XsyncPairing
@@ -21,6 +35,10 @@ from xnat_fleet.xnat.desired import DesiredXnat, ProjectSpec, XsyncPairing
 ADMIN_PASSWORD = "test-admin-pw-4f1c"
 SERVICE_USER = "xnat_fleet"
 SERVICE_PASSWORD = "test-service-pw-9a7e"
+AUTH = (SERVICE_USER, SERVICE_PASSWORD)  # the service account, for raw ``requests`` calls
+COMMAND_FILE = Path(__file__).parent / "fixtures" / "xnat" / "commands" / "dcm2niix.json"
+
+RequestLog = Sequence[tuple[str, str, int]]  # XnatStandin.requests_log: (method, path, status)
 
 
 def desired(url: str, **overrides: Any) -> DesiredXnat:
@@ -131,15 +149,110 @@ def context(d: DesiredXnat, **fields: Any) -> HostContext:
     return HostContext(desired=d, client=client(d.url), **fields)
 
 
+# -- stand-ins ---------------------------------------------------------------------------------
+@contextmanager
+def running_standin(*, initialised: bool = True, **kwargs: Any) -> Iterator[XnatStandin]:
+    """A started stand-in (``XnatStandin(**kwargs)``), stopped afterwards.
+
+    ``initialised``: brought to the state bootstrap leaves (:func:`initialise`) and its request
+    log emptied, so that tests see only what the code under test sent. Otherwise as XNAT ships.
+    """
+    with XnatStandin(**kwargs) as standin:
+        if initialised:
+            initialise(standin.url)
+            standin.requests_log.clear()
+        yield standin
+
+
+def add_projects(standin: XnatStandin, *pids: str) -> None:
+    """Projects as the projects reconciler leaves them, put straight into the stand-in's state."""
+    for pid in pids:
+        standin.state.projects[pid] = StandinProject(id=pid, name=pid)
+
+
+def service_session() -> requests.Session:
+    """A raw ``requests`` session as the service account: changes behind the tool's back."""
+    s = requests.Session()
+    s.auth = AUTH
+    return s
+
+
+def command(**changes: Any) -> dict[str, Any]:
+    """The dcm2niix command document (tests/fixtures/xnat/commands), with ``changes`` applied."""
+    data: dict[str, Any] = json.loads(COMMAND_FILE.read_text())
+    data.update(changes)
+    return data
+
+
+# -- what was sent -----------------------------------------------------------------------------
+def writes(log: RequestLog) -> list[tuple[str, str, int]]:
+    """The requests in ``log`` that are not reads; a session login (``POST /data/JSESSION``,
+    xnat-facts.md §6) is not a write."""
+    return [r for r in log if r[0] != "GET" and r[1] != "/data/JSESSION"]
+
+
+def refused(
+    standin: XnatStandin, call: Callable[[], object], match: str | None = None
+) -> ReconcileError:
+    """``call()`` raises :class:`ReconcileError` (matching ``match``) without sending a request."""
+    mark = len(standin.requests_log)
+    with pytest.raises(ReconcileError, match=match) as caught:
+        call()
+    assert standin.requests_log[mark:] == []
+    return caught.value
+
+
+# -- changes -----------------------------------------------------------------------------------
+def apply_all(changes: Sequence[Change]) -> None:
+    """Apply every change that has an apply step; notes are skipped."""
+    for c in changes:
+        if c.apply is not None:
+            c.apply()
+
+
+def run(changes: Sequence[Change]) -> None:
+    """Apply every change; a change without an apply step (a note) fails the test."""
+    for c in changes:
+        assert c.apply is not None, c.target
+        c.apply()
+
+
+def targets(changes: Sequence[Change]) -> list[tuple[str, str]]:
+    return [(c.action, c.target) for c in changes]
+
+
+def drift(changes: Sequence[Change]) -> list[Change]:
+    return [c for c in changes if c.is_drift]
+
+
+def shown(changes: Sequence[Change]) -> str:
+    """Everything a person is shown of ``changes`` (JSON and text): grep it for secrets."""
+    return json.dumps([c.to_dict() for c in changes]) + "\n".join(c.render() for c in changes)
+
+
 __all__ = [
     "ADMIN_PASSWORD",
+    "AUTH",
+    "COMMAND_FILE",
     "SERVICE_PASSWORD",
     "SERVICE_USER",
+    "RequestLog",
     "XsyncPreferences",
+    "add_projects",
+    "apply_all",
     "client",
+    "command",
     "context",
     "desired",
+    "drift",
     "initialise",
     "pairing",
     "project",
+    "refused",
+    "run",
+    "running_standin",
+    "service_session",
+    "shown",
+    "targets",
+    "writes",
 ]
