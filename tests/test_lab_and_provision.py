@@ -73,12 +73,19 @@ def test_overlay_swaps_pinned_artifacts_for_the_standins(tmp_path: Path) -> None
 
 
 def test_lab_xnat_standins_start_answer_as_standins_and_stop(tmp_path: Path) -> None:
+    import socket
+
     import requests
 
     from tests.xnat_helpers import initialise
 
     fleet = load_fleet(InventorySource(EXAMPLE))
-    urls = lab.start_xnat_standins(fleet, tmp_path)
+    # Not the lab's own ports: a demo lab may be running on this machine.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+    base = min(base, 60000)
+    urls = lab.start_xnat_standins(fleet, tmp_path, base_port=base)
     try:
         assert set(urls) == {h.name for h in fleet.hosts}
         for name, url in urls.items():
@@ -92,7 +99,7 @@ def test_lab_xnat_standins_start_answer_as_standins_and_stop(tmp_path: Path) -> 
         assert "xsync" in relay.text  # relays run the Xsync plugin, the central does not
         # a second start keeps the running processes (same pid files)
         pids = sorted(p.read_text() for p in tmp_path.glob("xnat-standin-*.pid"))
-        lab.start_xnat_standins(fleet, tmp_path)
+        lab.start_xnat_standins(fleet, tmp_path, base_port=base)
         assert sorted(p.read_text() for p in tmp_path.glob("xnat-standin-*.pid")) == pids
     finally:
         lab.stop_xnat_standins(tmp_path)

@@ -171,13 +171,15 @@ def _answers(url: str) -> bool:
         return False
 
 
-def standin_urls(fleet: Fleet) -> dict[str, str]:
-    return {h.name: f"http://127.0.0.1:{STANDIN_BASE_PORT + i}" for i, h in enumerate(fleet.hosts)}
+def standin_urls(fleet: Fleet, base_port: int = STANDIN_BASE_PORT) -> dict[str, str]:
+    return {h.name: f"http://127.0.0.1:{base_port + i}" for i, h in enumerate(fleet.hosts)}
 
 
-def start_xnat_standins(fleet: Fleet, directory: Path) -> dict[str, str]:
+def start_xnat_standins(
+    fleet: Fleet, directory: Path, base_port: int = STANDIN_BASE_PORT
+) -> dict[str, str]:
     """Start (or keep) one XNAT REST stand-in process per host; host -> URL."""
-    urls = standin_urls(fleet)
+    urls = standin_urls(fleet, base_port)
     for host in fleet.hosts:
         pid_file = directory / f"xnat-standin-{host.name}.pid"
         if _alive(pid_file):
