@@ -203,7 +203,8 @@ def start_xnat_standins(
             )
         pid_file.write_text(str(proc.pid))
     for url in urls.values():
-        for _ in range(50):
+        deadline = time.monotonic() + 60  # three interpreters starting on a busy machine
+        while time.monotonic() < deadline:
             if _answers(url):
                 break
             time.sleep(0.2)
