@@ -77,3 +77,42 @@ def test_role_converges_then_changes_nothing_and_leaks_no_secret(
     assert "XNAT REST stand-in" in everything  # the plan shown says what answered
     for secret in _vault_values():
         assert secret not in everything
+
+
+def test_engine_process_ignores_the_playbook_fact_cache(tmp_path: Path) -> None:
+    """Started from a playbook run by ansible-runner, the engine inherits its jsonfile fact cache;
+    gathered facts (gather_subset, ansible_*) must not become inventory variables."""
+    import json
+    import subprocess
+    import sys
+
+    cache = tmp_path / "fact_cache"
+    cache.mkdir()
+    for host in HOSTS:
+        (cache / host).write_text(json.dumps({"gather_subset": ["all"], "module_setup": True}))
+    env = dict(
+        os.environ,
+        ANSIBLE_CACHE_PLUGIN="jsonfile",
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(cache),
+    )
+    request = {
+        "inventory": [str(EXAMPLE / "hosts.yml")],
+        "host": "no-such-host",
+        "vault_password_file": str(DEMO_PASSWORD),
+        "check": True,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "xnat_fleet.xnat.hostrun"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    result = json.loads(proc.stdout)
+    # The inventory loaded and validated: the only complaint is the unknown host.
+    assert result == {
+        "failed": True,
+        "msg": f"no-such-host: not a host of the inventory {EXAMPLE / 'hosts.yml'}",
+    }

@@ -10,6 +10,7 @@ therefore runs ``python -m xnat_fleet.xnat.hostrun`` and reads its answer. Input
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    # Started from a playbook run, this process inherits its environment; ansible-runner's
+    # fact cache (ANSIBLE_CACHE_PLUGIN*) would add gathered facts to the inventory's variables.
+    for key in [k for k in os.environ if k.startswith("ANSIBLE_CACHE_PLUGIN")]:
+        del os.environ[key]
     result = run(json.loads(sys.stdin.read()))
     sys.stdout.write(json.dumps(result, default=str))
 
