@@ -87,14 +87,21 @@ def test_engine_process_ignores_the_playbook_fact_cache(tmp_path: Path) -> None:
     import sys
 
     cache = tmp_path / "fact_cache"
-    cache.mkdir()
-    for host in HOSTS:
-        (cache / host).write_text(json.dumps({"gather_subset": ["all"], "module_setup": True}))
     env = dict(
         os.environ,
         ANSIBLE_CACHE_PLUGIN="jsonfile",
         ANSIBLE_CACHE_PLUGIN_CONNECTION=str(cache),
     )
+    # Facts as a play's fact gathering leaves them, written by Ansible's own cache plugin.
+    writer = (
+        "import ansible.constants as C\n"
+        "from ansible.plugins.loader import cache_loader\n"
+        "cache = cache_loader.get(C.CACHE_PLUGIN)\n"
+        f"for host in {list(HOSTS)!r}:\n"
+        "    cache.set(host, {'gather_subset': ['all'], 'module_setup': True})\n"
+    )
+    subprocess.run([sys.executable, "-c", writer], env=env, check=True, timeout=60)
+    assert any(cache.iterdir())
     request = {
         "inventory": [str(EXAMPLE / "hosts.yml")],
         "host": "no-such-host",

@@ -141,6 +141,7 @@ def load_inventory(source: InventorySource) -> LoadedInventory:
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.cache.memory import CacheModule as MemoryCache
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
@@ -156,6 +157,9 @@ def load_inventory(source: InventorySource) -> LoadedInventory:
     try:
         inventory = InventoryManager(loader=loader, sources=source.sources)
         variables = VariableManager(loader=loader, inventory=inventory)
+        # Only what the inventory says: never facts a playbook run left in a persistent fact
+        # cache (ansible-runner configures one; a process started from a play inherits it).
+        variables._fact_cache = MemoryCache()
         hostvars: dict[str, dict[str, Any]] = {}
         for host in inventory.get_hosts():
             raw = variables.get_vars(host=host, include_hostvars=False)
