@@ -153,7 +153,15 @@ def current_config(ctx: HostContext) -> dict[str, Any]:
             raise ReconcileError(ctx.host, AREA, "GET /xapi/siteConfig did not answer a map")
         return data
 
-    return ctx.read(read, fresh=dict(DEFAULTS))
+    fresh = dict(DEFAULTS)
+    if ctx.fresh:
+        # Bootstrap (applied first) sets these on an uninitialised site (xnat-facts.md §6 steps
+        # 3 and 6): the site plan does not list them a second time.
+        from xnat_fleet.xnat.reconcilers.bootstrap import INIT_KEYS, PATH_KEYS, SWITCH_KEYS
+
+        wanted = ctx.desired.site_config
+        fresh.update({k: wanted[k] for k in (*INIT_KEYS, *PATH_KEYS, *SWITCH_KEYS) if k in wanted})
+    return ctx.read(read, fresh=fresh)
 
 
 def plan(ctx: HostContext) -> list[Change]:
