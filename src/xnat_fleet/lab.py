@@ -209,6 +209,7 @@ def start_xnat_standins(
                 break
             time.sleep(0.2)
         else:
+            stop_xnat_standins(directory)  # leave no half-started set behind
             raise FleetError(f"the XNAT REST stand-in at {url} did not start (see {directory})")
     return urls
 
