@@ -15,10 +15,9 @@ from rich.markup import escape
 from xnat_fleet import lab as lab_lib
 from xnat_fleet.cli.options import inventory_options, json_option, make_source
 from xnat_fleet.errors import ExitCode, FleetError
-from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
+from xnat_fleet.model.loader import InventorySource
 from xnat_fleet.xnat.changes import Change
-from xnat_fleet.xnat.client import XnatError
-from xnat_fleet.xnat.engine import Engine, EngineError, HostPlan, desired_states
+from xnat_fleet.xnat.engine import Engine, HostPlan, open_study
 
 F = TypeVar("F", bound=Callable[..., Any])
 STYLE = {"create": "green", "update": "yellow", "delete": "red", "run": "cyan", "note": "magenta"}
@@ -53,9 +52,7 @@ def open_engine(
     source.overlays.extend(overlays)
     if lab:
         _add_lab_overlay(source)
-    fleet, inv = load_fleet_and_vars(source)  # nothing is contacted unless the inventory is valid
-    engine = Engine(desired_states(fleet, inv.hostvars, source.directory), prune=prune)
-    names = [h.name for h in fleet.hosts]  # central first
+    engine, names = open_study(source, prune=prune)  # names: central first
     if limit:
         wanted = [n.strip() for n in limit.split(",") if n.strip()]
         unknown = sorted(set(wanted) - set(names))
@@ -198,13 +195,6 @@ def _xsync_ops() -> Any:
     return xsync_ops
 
 
-def _run(engine: Engine, host: str, func: Callable[[], Any]) -> Any:
-    try:
-        return func()
-    except (XnatError, EngineError) as exc:
-        raise FleetError(engine.scrub(f"{host}: {exc}")) from None
-
-
 @xsync.command()
 @target_options
 @json_option
@@ -222,7 +212,7 @@ def status(
     try:
         for name in relays:
             ctx = engine.context(name)
-            for row in _run(engine, name, partial(_xsync_ops().status, ctx)):
+            for row in engine.guard(name, partial(_xsync_ops().status, ctx)):
                 rows.append({"relay": name, **row})
     finally:
         engine.close()
@@ -251,8 +241,8 @@ def rekey(
     try:
         for name in relays:
             ctx = engine.context(name)
-            for line in _run(
-                engine, name, partial(_xsync_ops().rekey, ctx, list(projects) or None)
+            for line in engine.guard(
+                name, partial(_xsync_ops().rekey, ctx, list(projects) or None)
             ):
                 out.print(f"{escape(name)}: {escape(engine.scrub(line))}")
     finally:
@@ -278,7 +268,7 @@ def unblock(
             if project not in {p.link.project for p in engine.desired[name].pairings}:
                 continue
             ctx = engine.context(name)
-            message = _run(engine, name, partial(_xsync_ops().unblock, ctx, project))
+            message = engine.guard(name, partial(_xsync_ops().unblock, ctx, project))
             out.print(f"{escape(name)}: {escape(engine.scrub(str(message)))}")
     finally:
         engine.close()

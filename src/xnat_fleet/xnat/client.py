@@ -66,6 +66,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced (longest first, so no secret is left half-masked)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, SCRUBBED)
+    return text
+
+
 def seg(value: str | int) -> str:
     """One URL path segment, percent-encoded (usernames, project ids, AE titles)."""
     return quote(str(value), safe="")
@@ -116,9 +123,7 @@ class XnatClient:
         self._secrets.update(v for v in values if v)
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, SCRUBBED)
-        return text
+        return scrub(text, self._secrets)
 
     def as_user(self, username: str, password: str, *, use_session: bool = True) -> XnatClient:
         """A new client for the same XNAT as another account (same TLS settings)."""

@@ -20,9 +20,10 @@ from typing import Any
 
 from xnat_fleet.errors import FleetError
 from xnat_fleet.model.fleet import Fleet
+from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
 from xnat_fleet.xnat import desired as desired_lib
 from xnat_fleet.xnat.changes import Change, Plan, ReconcileError
-from xnat_fleet.xnat.client import XnatClient, XnatError
+from xnat_fleet.xnat.client import XnatClient, XnatError, scrub
 from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import DesiredStateError, DesiredXnat
 
@@ -82,6 +83,14 @@ def desired_states(
     return out
 
 
+def open_study(source: InventorySource, *, prune: bool = False) -> tuple[Engine, list[str]]:
+    """Validate the inventory (nothing is contacted unless it is valid) and make its engine;
+    also the host names, central first."""
+    fleet, inv = load_fleet_and_vars(source)
+    engine = Engine(desired_states(fleet, inv.hostvars, source.directory), prune=prune)
+    return engine, [h.name for h in fleet.hosts]
+
+
 class Engine:
     def __init__(
         self,
@@ -114,9 +123,7 @@ class Engine:
             c.close()
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, "********")
-        return text
+        return scrub(text, self.secrets)
 
     def context(self, host: str) -> HostContext:
         peers: dict[str, tuple[DesiredXnat, Callable[[], XnatClient]]] = {
@@ -128,7 +135,9 @@ class Engine:
             desired=self.desired[host], client=self.client(host), prune=self.prune, peers=peers
         )
 
-    def _guard(self, host: str, func: Callable[[], Any]) -> Any:
+    def guard(self, host: str, func: Callable[[], Any]) -> Any:
+        """``func()``; XNAT errors and impossible desired state become one scrubbed EngineError
+        naming the host."""
         try:
             return func()
         except (XnatError, ReconcileError) as exc:
@@ -141,14 +150,14 @@ class Engine:
         bootstrap = _module("bootstrap")
         ctx = self.context(host)
         d = ctx.desired
-        state = self._guard(host, lambda: bootstrap.detect(d, ctx.client))
+        state = self.guard(host, lambda: bootstrap.detect(d, ctx.client))
         ctx.fresh = not (state.initialized and state.service_account)
         sections: list[tuple[str, list[Change]]] = [
-            ("bootstrap", self._guard(host, lambda: bootstrap.plan(ctx, state)))
+            ("bootstrap", self.guard(host, lambda: bootstrap.plan(ctx, state)))
         ]
         for area in AREAS:
             module = _module(area)
-            sections.append((area, self._guard(host, partial(module.plan, ctx))))
+            sections.append((area, self.guard(host, partial(module.plan, ctx))))
         labels = ["XNAT REST stand-in (tests), not XNAT"] if self.is_standin(host) else []
         plan = Plan(
             host=host, url=d.url, changes=[c for _, cs in sections for c in cs], labels=labels
@@ -178,7 +187,7 @@ class Engine:
             for change in changes:
                 if change.apply is None:
                     continue
-                self._guard(host, change.apply)
+                self.guard(host, change.apply)
                 done.append(change)
                 if on_change:
                     on_change(change)
@@ -188,8 +197,8 @@ class Engine:
         if ctx.fresh:
             # Everything else was planned against defaults: plan again on the live site.
             bootstrap = _module("bootstrap")
-            state = self._guard(host, lambda: bootstrap.detect(ctx.desired, ctx.client))
-            left = self._guard(host, lambda: bootstrap.plan(ctx, state))
+            state = self.guard(host, lambda: bootstrap.detect(ctx.desired, ctx.client))
+            left = self.guard(host, lambda: bootstrap.plan(ctx, state))
             if [c for c in left if c.is_drift]:
                 raise NotConverged(f"{host}: bootstrap did not converge: {left[0].target}")
             ctx.fresh = False
@@ -198,9 +207,9 @@ class Engine:
             module = _module(area)
             changes = sections.get(area)
             if changes is None:
-                changes = self._guard(host, partial(module.plan, ctx))
+                changes = self.guard(host, partial(module.plan, ctx))
             run(changes)
-            left = [c for c in self._guard(host, partial(module.plan, ctx)) if c.is_drift]
+            left = [c for c in self.guard(host, partial(module.plan, ctx)) if c.is_drift]
             if left:
                 raise NotConverged(
                     self.scrub(

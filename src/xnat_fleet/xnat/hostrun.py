@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from xnat_fleet.errors import FleetError
-from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
-from xnat_fleet.xnat.engine import Engine, desired_states
+from xnat_fleet.model.loader import InventorySource
+from xnat_fleet.xnat.engine import Engine, open_study
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -31,11 +31,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     host = str(request["host"])
     engine: Engine | None = None
     try:
-        fleet, inv = load_fleet_and_vars(source)
-        engine = Engine(
-            desired_states(fleet, inv.hostvars, source.directory),
-            prune=bool(request.get("prune")),
-        )
+        engine, _names = open_study(source, prune=bool(request.get("prune")))
         if host not in engine.desired:
             return {"failed": True, "msg": f"{host}: not a host of the inventory {sources[0]}"}
         hp = engine.plan(host)
