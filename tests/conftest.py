@@ -17,6 +17,19 @@ EXAMPLE = ROOT / "inventory" / "example"
 DEMO_PASSWORD = EXAMPLE / "DEMO-ONLY-vault-password.txt"
 
 
+def demo_vault() -> Any:
+    """The example inventory's vault (its DEMO-ONLY password)."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    return VaultLib([("default", VaultSecret(DEMO_PASSWORD.read_bytes().strip()))])
+
+
+def example_secrets() -> dict[str, Any]:
+    """The decrypted ``vault_*`` variables of the example inventory."""
+    data = demo_vault().decrypt((EXAMPLE / "group_vars/all/vault.yml").read_bytes())
+    return dict(yaml.safe_load(data))
+
+
 class ScratchInventory:
     """A copy of the example inventory with helpers to edit it the way a user would."""
 
@@ -57,9 +70,7 @@ class ScratchInventory:
 
     # -- vault ------------------------------------------------------------------------------
     def _vault(self) -> Any:
-        from ansible.parsing.vault import VaultLib, VaultSecret
-
-        return VaultLib([("default", VaultSecret(DEMO_PASSWORD.read_bytes().strip()))])
+        return demo_vault()
 
     def vault_remove(self, names: list[str]) -> None:
         f = self.path / "group_vars/all/vault.yml"

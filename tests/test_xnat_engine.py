@@ -20,10 +20,10 @@ import yaml
 
 from tests.xnat_standin import XnatStandin
 from xnat_fleet.errors import ExitCode
-from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
-from xnat_fleet.xnat.engine import Engine, desired_states
+from xnat_fleet.model.loader import InventorySource
+from xnat_fleet.xnat.engine import Engine, open_study
 
-from .conftest import DEMO_PASSWORD, EXAMPLE
+from .conftest import EXAMPLE, example_secrets
 
 HOSTS = ("xnat-central", "relay-kings", "relay-leeds")
 
@@ -36,17 +36,12 @@ class Study:
     secrets: list[str]
 
     def engine(self) -> Engine:
-        fleet, inv = load_fleet_and_vars(self.source)
-        return Engine(desired_states(fleet, inv.hostvars, self.source.directory))
+        return open_study(self.source)[0]
 
 
 def _vault_values() -> list[str]:
-    from ansible.parsing.vault import VaultLib, VaultSecret
-
-    vault = VaultLib([("default", VaultSecret(DEMO_PASSWORD.read_bytes().strip()))])
-    data = yaml.safe_load(vault.decrypt((EXAMPLE / "group_vars/all/vault.yml").read_bytes()))
     out: list[str] = []
-    for value in data.values():
+    for value in example_secrets().values():
         out += [str(v) for v in value.values()] if isinstance(value, dict) else [str(value)]
     return out
 
@@ -140,11 +135,7 @@ def test_xsync_credentials_check_from_the_relay(applied: Study) -> None:
 
 
 def _service_password() -> str:
-    from ansible.parsing.vault import VaultLib, VaultSecret
-
-    vault = VaultLib([("default", VaultSecret(DEMO_PASSWORD.read_bytes().strip()))])
-    data = yaml.safe_load(vault.decrypt((EXAMPLE / "group_vars/all/vault.yml").read_bytes()))
-    return str(data["vault_xnat_service_password"])
+    return str(example_secrets()["vault_xnat_service_password"])
 
 
 def test_drift_is_reported_with_its_exit_code_and_apply_repairs_it(
