@@ -27,3 +27,11 @@ class InventoryError(FleetError):
     """The inventory cannot be read at all (missing file, wrong vault password, bad YAML)."""
 
     exit_code = ExitCode.INVALID
+
+
+class InventorySyntaxError(InventoryError):
+    """YAML files of the inventory do not parse: one ``FILE:LINE:COLUMN: problem`` each."""
+
+    def __init__(self, errors: list[str], summary: str) -> None:
+        super().__init__("\n".join([*errors, summary]))
+        self.errors = errors

@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 
 from xnat_fleet.cli.options import inventory_options, json_option, make_source
-from xnat_fleet.errors import ExitCode
+from xnat_fleet.errors import ExitCode, InventoryError, InventorySyntaxError
+from xnat_fleet.model.fleet import Problem
 from xnat_fleet.model.loader import validate_inventory
 
 
@@ -18,7 +19,15 @@ from xnat_fleet.model.loader import validate_inventory
 @json_option
 def check(inventory: Path, vault_password_file: Path | None, as_json: bool) -> None:
     """Validate INVENTORY; list every problem, one line each (host: variable: problem)."""
-    fleet, problems = validate_inventory(make_source(inventory, vault_password_file))
+    try:
+        fleet, problems = validate_inventory(make_source(inventory, vault_password_file))
+    except InventoryError as exc:
+        if not as_json:
+            raise
+        # Unreadable (YAML syntax, vault): the same report, each line a problem of no host.
+        lines = exc.errors if isinstance(exc, InventorySyntaxError) else str(exc).splitlines()
+        problems = [Problem((), "", line) for line in lines]
+        fleet = None
     if as_json:
         click.echo(
             json.dumps(

@@ -6,6 +6,7 @@ Each check yields :class:`Problem` records naming the host and the variable path
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -33,10 +34,17 @@ class Unrenderable:
 
 # Ports the roles open on every host besides the ones the inventory lists.
 FIXED_PORTS = {"http (tls_proxy redirect)": 80, "https (tls_proxy)": 443}
-# xnat-facts.md §1: the admin UI accepts SCP ports 1024-49151; 104 is served by the proxy's
-# stream block in front of a high port.
+# xnat-facts.md §1: the admin UI accepts SCP ports 1024-49151. No role forwards a privileged
+# port (DICOM's well-known 104) to a receiver: scanners send to the receiver's own port.
 DICOM_PORT_RANGE = range(1024, 49152)
-DICOM_PRIVILEGED_PORT = 104
+DICOM_WELL_KNOWN_PORT = 104
+# A source network at least this wide (prefix length below this) counts as "the internet"; in
+# IPv6 a /32 is an ISP's allocation. Unique-local and link-local IPv6 networks are private.
+INTERNET_PREFIX = {4: 8, 6: 32}
+PRIVATE_IPV6 = (ipaddress.IPv6Network("fc00::/7"), ipaddress.IPv6Network("fe80::/10"))
+SERVICES = {"ssh": "SSH", "https": "HTTPS (web UI and API)", "dicom": "the DICOM ports"}
+# XNAT's own accounts (xnat-facts.md §1), disabled once the service account exists.
+BUILTIN_ACCOUNTS = ("admin", "guest")
 
 
 def group_layout(
@@ -120,10 +128,18 @@ def host_rules(host: Host) -> Iterator[Problem]:
             name, "fleet_dicom_receivers", [r.ae_title for r in c.fleet_dicom_receivers]
         )
         yield from _duplicates(name, "fleet_sync", [s.project for s in c.fleet_sync])
+        if c.fleet_sync and not c.fleet_push_from:
+            yield Problem(
+                (name,),
+                "fleet_push_from",
+                "required with fleet_sync: the address(es) or network(s) this relay's Xsync pushes "
+                "come from as the central host sees them (the site's NAT address; ansible_host "
+                "only when nothing translates it); the central host admits them on HTTPS",
+            )
     else:
         if not c.fleet_projects:
             yield Problem((name,), "fleet_projects", "the central host needs its projects")
-        for var in ("fleet_site", "fleet_scanners", "fleet_sync"):
+        for var in ("fleet_site", "fleet_scanners", "fleet_sync", "fleet_push_from"):
             if getattr(c, var):
                 yield Problem((name,), var, "only relays have this variable")
         yield from _duplicates(name, "fleet_projects", [p.id for p in c.fleet_projects])
@@ -144,11 +160,17 @@ def _ports(host: str, c: HostConfig) -> Iterator[Problem]:
         used.setdefault(port, service)
     for i, receiver in enumerate(c.fleet_dicom_receivers):
         var = f"fleet_dicom_receivers[{i}].port"
-        if receiver.port != DICOM_PRIVILEGED_PORT and receiver.port not in DICOM_PORT_RANGE:
+        if receiver.port not in DICOM_PORT_RANGE:
+            why = (
+                "; no role forwards port 104 to it (there is no DICOM proxy): configure the "
+                "scanners with the receiver's own port, e.g. 8104"
+                if receiver.port == DICOM_WELL_KNOWN_PORT
+                else ""
+            )
             yield Problem(
                 (host,),
                 var,
-                f"port {receiver.port}: XNAT accepts DICOM receiver ports 1024-49151 (or 104)",
+                f"port {receiver.port}: XNAT's DICOM receiver needs a port in 1024-49151{why}",
             )
         if receiver.port in used:
             yield Problem(
@@ -156,6 +178,259 @@ def _ports(host: str, c: HostConfig) -> Iterator[Problem]:
             )
         else:
             used[receiver.port] = f"DICOM receiver {receiver.ae_title}"
+
+
+def internet_wide(value: str) -> bool:
+    """Whether a source network counts as the whole internet (see INTERNET_PREFIX)."""
+    net = ipaddress.ip_network(value, strict=False)
+    if net.prefixlen >= INTERNET_PREFIX[net.version]:
+        return False
+    return not (
+        isinstance(net, ipaddress.IPv6Network) and any(net.subnet_of(p) for p in PRIVATE_IPV6)
+    )
+
+
+def _internet_problem(host: str, var: str, value: str, service: str, where: str = "") -> Problem:
+    return Problem(
+        (host,),
+        var,
+        f"{value} opens {SERVICES[service]}{where} to the whole internet (a network wider than "
+        f"/8, or /32 in IPv6); list only the networks that need it, or add {service} to "
+        f"fleet_allow_internet{where and ' of that host'} if that is intended",
+    )
+
+
+def internet_exposure(host: str, c: HostConfig, variables: Mapping[str, Any]) -> Iterator[Problem]:
+    """Firewall sources that admit the whole internet without the host's fleet_allow_internet."""
+    sources: list[tuple[str, str, list[str]]] = [
+        ("ssh", "fleet_networks.admin", c.fleet_networks.admin),
+        ("https", "fleet_https_from", c.fleet_https_from),
+    ]
+    # Role inputs set in the inventory replace the mappings of playbooks/group_vars.
+    for service in SERVICES:
+        var = f"firewall_{service}_sources"
+        value = variables.get(var)
+        if isinstance(value, list):
+            mapped = {v for s, _, vs in sources if s == service for v in vs}
+            sources.append((service, var, [v for v in value if v not in mapped]))
+    for service, var, values in sources:
+        if service in c.fleet_allow_internet:
+            continue
+        for i, value in enumerate(values):
+            try:
+                wide = isinstance(value, str) and internet_wide(value)
+            except ValueError:
+                continue  # not a network: the role's own validation reports it
+            if wide:
+                yield _internet_problem(host, f"{var}[{i}]", value, service)
+
+
+def references(
+    hosts: Mapping[str, Host], central: list[str], relays: list[str]
+) -> Iterator[Problem]:
+    """Names that must refer to something the inventory defines: projects and XNAT accounts."""
+    from xnat_fleet.xnat.desired import xsync_account
+
+    xsync_accounts = {
+        xsync_account(r): r for r in relays if r in hosts and hosts[r].config.fleet_sync
+    }
+    for name, host in sorted(hosts.items()):
+        c = host.config
+        if host.kind == "central":
+            projects = {p.id for p in c.fleet_projects}
+            where = "fleet_projects"
+        else:
+            projects = {link.project for link in c.fleet_sync}
+            where = "the fleet_sync projects: a relay's projects are those it pushes"
+        routed = [
+            (f"fleet_dicom_receivers[{i}].project", r.project)
+            for i, r in enumerate(c.fleet_dicom_receivers)
+        ] + [
+            (f"fleet_event_subscriptions[{i}].project", s.project)
+            for i, s in enumerate(c.fleet_event_subscriptions)
+        ]
+        for var, target in routed:
+            if target is not None and target not in projects:
+                yield Problem((name,), var, f"{target} is not a project of this host ({where})")
+        reserved = {a: f"managed by the Xsync pairing of {r}" for a, r in xsync_accounts.items()}
+        if host.kind != "central":
+            reserved = {}
+        for account in BUILTIN_ACCOUNTS:
+            reserved[account] = "XNAT's built-in account, disabled once the service account exists"
+        if c.fleet_xnat_service_user in reserved:
+            yield Problem(
+                (name,),
+                "fleet_xnat_service_user",
+                f"{c.fleet_xnat_service_user} cannot be the service account: "
+                f"{reserved[c.fleet_xnat_service_user]}",
+            )
+        usernames = [u.username for u in c.fleet_xnat_users]
+        yield from _duplicates(name, "fleet_xnat_users", usernames)
+        service = {c.fleet_xnat_service_user: "the service account (fleet_xnat_service_user)"}
+        for i, user in enumerate(usernames):
+            why = (reserved | service).get(user)
+            if why:
+                yield Problem(
+                    (name,),
+                    f"fleet_xnat_users[{i}].username",
+                    f"{user} is {why}; remove this entry",
+                )
+        known = set(usernames) | {c.fleet_xnat_service_user}
+        for i, project in enumerate(c.fleet_projects):
+            seen: dict[str, str] = {}
+            for role in ("owners", "members", "collaborators"):
+                for j, user in enumerate(getattr(project, role)):
+                    var = f"fleet_projects[{i}].{role}[{j}]"
+                    if user in reserved:
+                        yield Problem((name,), var, f"{user} is {reserved[user]}; do not list it")
+                    elif user not in known:
+                        yield Problem(
+                            (name,),
+                            var,
+                            f"user {user} is not defined: add it to fleet_xnat_users (LDAP and "
+                            "OpenID accounts too, with auth: ldap or openid)",
+                        )
+                    if user in seen:
+                        yield Problem(
+                            (name,),
+                            var,
+                            f"{user} is already listed in {seen[user]} of {project.id} (one "
+                            "role per user and project)",
+                        )
+                    else:
+                        seen[user] = role
+
+
+def _address(value: Any, default: str) -> str:
+    text = str(value) if value else default
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        return text.lower().rstrip(".")
+
+
+def unique_across_hosts(
+    hosts: Mapping[str, Host],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    central: list[str],
+    relays: list[str],
+) -> Iterator[Problem]:
+    """Values two hosts must not share: names, addresses, URLs, site ids, Xsync accounts."""
+    from xnat_fleet.xnat.desired import host_url, xsync_account
+
+    order = [h for h in (*central, *relays) if h in hostvars]
+    order += sorted(set(hostvars) - set(order))
+    # ansible_host (default: the inventory name) with ansible_port: one machine, one host.
+    targets: dict[tuple[str, str], str] = {}
+    for name in order:
+        v = hostvars[name]
+        if v.get("ansible_connection") == "local":
+            continue
+        key = (_address(v.get("ansible_host"), name), str(v.get("ansible_port") or ""))
+        if key in targets:
+            port = f" port {key[1]}" if key[1] else ""
+            yield Problem(
+                (name,),
+                "ansible_host",
+                f"{key[0]}{port} is also the address of {targets[key]}: both would be provisioned "
+                "on one machine (behind one NAT, give each a distinct ansible_port)",
+            )
+        else:
+            targets[key] = name
+    valid = [hosts[n] for n in order if n in hosts]
+    fqdns: dict[str, str] = {}
+    urls: dict[str, str] = {}
+    for host in valid:
+        fqdn = (host.config.fleet_fqdn or host.name).lower()
+        if fqdn in fqdns:
+            default = "" if host.config.fleet_fqdn else " (the default: the inventory name)"
+            yield Problem(
+                (host.name,),
+                "fleet_fqdn",
+                f"{fqdn}{default} is also the name of {fqdns[fqdn]}: each host needs its own "
+                "name in URLs and certificates",
+            )
+        else:
+            fqdns[fqdn] = host.name
+        url = host_url(host).lower()
+        if url in urls and host.config.fleet_xnat_url:
+            yield Problem(
+                (host.name,),
+                "fleet_xnat_url",
+                f"{url} is also the XNAT of {urls[url]}: both would be configured as one",
+            )
+        urls.setdefault(url, host.name)
+    if len(central) == 1 and central[0] in hosts:
+        study = hosts[central[0]].config.fleet_study.id
+        for host in valid:
+            site = host.config.fleet_site
+            if host.kind == "relay" and site is not None and site.id.lower() == study.lower():
+                yield Problem(
+                    (host.name,),
+                    "fleet_site.id",
+                    f"{site.id} is the study id, the site id of the central XNAT; give the "
+                    "relay its own",
+                )
+    accounts: dict[str, str] = {}
+    for host in valid:
+        if host.kind != "relay" or not host.config.fleet_sync:
+            continue
+        account = xsync_account(host.name)
+        if account in accounts:
+            yield Problem(
+                (host.name,),
+                "inventory_hostname",
+                f"{host.name} and {accounts[account]} would share the central Xsync account "
+                f"{account}; rename one",
+            )
+        else:
+            accounts[account] = host.name
+
+
+def push_addresses(
+    hosts: Mapping[str, Host],
+    central: list[str],
+    relays: list[str],
+    central_https_sources: list[str] | None,
+) -> Iterator[Problem]:
+    """Every relay's Xsync pushes are admitted by the central host's firewall, and only them.
+
+    ``central_https_sources`` is the central host's ``firewall_https_sources`` as the playbooks
+    render it (playbooks/group_vars/all/firewall.yml adds every relay's fleet_push_from; an
+    inventory that sets it replaces that).
+    """
+    if len(central) != 1 or central[0] not in hosts:
+        return
+    centre = hosts[central[0]]
+    admitted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for value in central_https_sources or []:
+        try:
+            admitted.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            continue
+    for name in relays:
+        host = hosts.get(name)
+        if host is None:
+            continue
+        for i, value in enumerate(host.config.fleet_push_from):
+            var = f"fleet_push_from[{i}]"
+            net = ipaddress.ip_network(value, strict=False)
+            if "https" not in centre.config.fleet_allow_internet and internet_wide(value):
+                yield _internet_problem(name, var, value, "https", f" on {centre.name}")
+            if central_https_sources is None:
+                continue
+            if not any(
+                net.version == a.version and net.subnet_of(a)  # type: ignore[arg-type]
+                for a in admitted
+            ):
+                yield Problem(
+                    (name,),
+                    var,
+                    f"{value} is not admitted by the firewall of the central host {centre.name} "
+                    "(its firewall_https_sources, set in the inventory, replaces the list "
+                    "derived from fleet_https_from and the relays' fleet_push_from): its Xsync "
+                    "pushes would be dropped",
+                )
 
 
 def required_secrets(c: HostConfig) -> dict[str, str]:

@@ -48,12 +48,14 @@ def _ae_title(value: str) -> str:
 
 def _ip_address(value: str) -> str:
     try:
-        ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(
             f"{value!r} is not an IP address (scanners are admitted by address: give the "
             "scanner's IP, not a host name)"
         ) from None
+    if address.is_unspecified:
+        raise ValueError(f"{value} is the unspecified address, not the address of a scanner")
     return value
 
 
@@ -94,6 +96,8 @@ Email = Annotated[str, AfterValidator(_email)]
 HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# What fleet_allow_internet may open: the firewall's source lists (roles/firewall).
+InternetService = Literal["ssh", "https", "dicom"]
 HostName = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$", max_length=253)
 ]
@@ -114,7 +118,6 @@ class Admin(Strict):
 
 class Networks(Strict):
     admin: list[Network] = Field(min_length=1)
-    internal: list[Network] = []
     ntp_servers: list[HostName] = []
 
 
@@ -380,6 +383,9 @@ class HostConfig(Strict):
     fleet_fqdn: HostName | None = None  # name in URLs and certificates; default: inventory name
     fleet_ssh_port: Port = 22
     fleet_https_from: list[Network] = []
+    # Services this host may open to the whole internet (a network wider than /8, or /32 for
+    # IPv6 outside fc00::/7 and fe80::/10, in their sources); default: none (check refuses it).
+    fleet_allow_internet: list[InternetService] = []
     # XNAT as code (src/xnat_fleet/xnat): what lives in XNAT's database
     fleet_xnat_url: XnatUrl | None = None  # REST base URL; default https://<fqdn>
     fleet_xnat_service_user: XnatUsername = "xnat_fleet"  # password: vault_xnat_service_password
@@ -393,6 +399,10 @@ class HostConfig(Strict):
     fleet_scanners: list[Scanner] = []
     fleet_dicom_receivers: list[Receiver] = []
     fleet_sync: list[SyncLink] = []
+    # Where this relay's Xsync pushes come from as the central host sees them (its NAT address,
+    # not necessarily ansible_host); the central host admits them on HTTPS. Required with
+    # fleet_sync.
+    fleet_push_from: list[Network] = []
     fleet_xsync: XsyncPreferences = XsyncPreferences()
     # central
     fleet_projects: list[Project] = []
