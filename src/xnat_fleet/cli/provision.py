@@ -15,8 +15,8 @@ from xnat_fleet import lab as lab_lib
 from xnat_fleet.cli.lab import print_status
 from xnat_fleet.cli.options import inventory_options, json_option, make_source
 from xnat_fleet.errors import ExitCode, FleetError
-from xnat_fleet.model.loader import load_fleet
-from xnat_fleet.runner import Progress, RunResult, run_playbook
+from xnat_fleet.model.loader import load_fleet_and_vars
+from xnat_fleet.runner import Progress, RunResult, inventory_secrets, run_playbook
 
 STYLE = {"changed": "yellow", "failed": "red", "unreachable": "red"}
 
@@ -50,7 +50,7 @@ def provision(
                 f"no lab for {inventory}: run `xnat-fleet lab up -i {inventory}` first"
             )
         source.overlays.append(overlay)
-    fleet = load_fleet(source)  # nothing runs unless the inventory is valid
+    fleet, inv = load_fleet_and_vars(source)  # nothing runs unless the inventory is valid
     if lab:
         store = lab_lib.lab_dir(source) / "store"  # stand-ins; the validation play checks them
     else:
@@ -77,12 +77,45 @@ def provision(
             diff=diff,
             artifact_store=store,
             on_progress=show,
+            secrets=inventory_secrets(inv.hostvars, source.vault_password()),
         )
+    if result.failed_early:
+        # No task ran, so there is no host to summarise: the output says why.
+        report_early_failure(result, playbook, as_json=as_json)
+        raise click.exceptions.Exit(int(ExitCode.RUN_FAILED))
     report(result, as_json=as_json)
     if lab and not as_json:
         print_status(fleet, source)
     if not result.success:
         raise click.exceptions.Exit(int(ExitCode.RUN_FAILED))
+
+
+def report_early_failure(result: RunResult, playbook: str, *, as_json: bool) -> None:
+    line = (
+        f"{playbook} failed before its first task (ansible-runner status {result.status}, "
+        f"rc {result.rc}): {result.cause}"
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "status": result.status,
+                    "rc": result.rc,
+                    "hosts": {},
+                    "failures": [],
+                    "error": line,
+                    "output": result.output,
+                },
+                indent=2,
+            )
+        )
+        return
+    err = Console(stderr=True, highlight=False)
+    if result.output:
+        err.print("ansible-playbook output (last lines, secrets scrubbed):")
+        for text in result.output:
+            err.print(f"  {escape(text)}", soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
 
 
 def report(result: RunResult, *, as_json: bool) -> None:
