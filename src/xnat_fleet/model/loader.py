@@ -250,6 +250,14 @@ def yaml_syntax_errors(source: InventorySource, vault: Any = None) -> list[str]:
     return errors
 
 
+def _raise_syntax_errors(source: InventorySource, vault: Any) -> None:
+    syntax = yaml_syntax_errors(source, vault)
+    if syntax:
+        raise InventorySyntaxError(
+            syntax, f"{len(syntax)} YAML error(s) in {source.path}; nothing was changed"
+        )
+
+
 def load_inventory(source: InventorySource) -> LoadedInventory:
     """Read the inventory through Ansible's InventoryManager and VariableManager."""
     # Imported here: loading Ansible is slow and only needed by commands that read inventories.
@@ -264,16 +272,16 @@ def load_inventory(source: InventorySource) -> LoadedInventory:
     # Ansible also reads group_vars/host_vars next to the "playbook" (the loader's base
     # directory, by default the working directory): only the inventory's own count here.
     loader.set_basedir(str(source.directory.resolve()))
-    password = source.vault_password()
+    try:
+        password = source.vault_password()
+    except InventoryError:
+        _raise_syntax_errors(source, None)  # a broken settings file: listed with the others
+        raise
     if password is not None:
         if not password.is_file():
             raise InventoryError(f"vault password file {password} not found")
         loader.set_vault_secrets(_vault_secrets(password, loader))
-    syntax = yaml_syntax_errors(source, loader._vault if password else None)
-    if syntax:
-        raise InventorySyntaxError(
-            syntax, f"{len(syntax)} YAML error(s) in {source.path}; nothing was changed"
-        )
+    _raise_syntax_errors(source, loader._vault if password else None)
     try:
         inventory = InventoryManager(loader=loader, sources=source.sources)
         variables = VariableManager(loader=loader, inventory=inventory)
