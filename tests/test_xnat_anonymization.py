@@ -1,4 +1,4 @@
-"""Anonymization reconciler against the XNAT REST stand-in over real HTTP (xnat-facts.md §11)."""
+"""Anonymization reconciler against the XNAT REST stand-in over real HTTP (docs/xnat-api.md §11)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def put(url: str, path: str, body: str | None = None, **params: str) -> None:
         url + path,
         data=body,
         params=params,
-        headers={"Content-Type": "text/plain"},
+        # docs/xnat-api.md §11: script PUTs take text/plain, the .../enabled PUTs application/json
+        headers={"Content-Type": "application/json" if path.endswith("/enabled") else "text/plain"},
         auth=AUTH,
         timeout=10,
     )
@@ -66,7 +67,7 @@ def test_plan_on_empty_site_lists_every_change(sa: XnatStandin) -> None:
     assert set(site.after) == {"script"}
     assert "+// study site profile" in site.detail
     assert site.detail.startswith("--- site script (XNAT)\n+++ site script (inventory)")
-    assert proj.before == {"script": "none", "enabled": False}
+    assert proj.before == {"script": anonymization.UNREADABLE, "enabled": False}
     assert proj.after == {"script": anonymization.summary(PROJECT_SCRIPT), "enabled": True}
     assert '+(0008,0080) := "REMOVED"' in proj.detail
     assert sa.state.projects["ANON"].anon_script is None  # planning wrote nothing
@@ -103,19 +104,19 @@ def test_drift_behind_the_tools_back_is_planned_and_repaired(sa: XnatStandin) ->
     put(sa.url, "/xapi/anonymize/projects/ANON/enabled", enable="false")
 
     changes = drift(anonymization.plan(ctx))
+    # Disabled scripts are hidden (docs/xnat-api.md §11): each is written again, then enabled.
     assert [(c.target, c.before, c.after) for c in changes] == [
         (
             "site anonymization",
-            {
-                "script": anonymization.summary('version "6.1"\n// study site profile\n'),
-                "enabled": False,
-            },
+            {"script": anonymization.UNREADABLE, "enabled": False},
             {"script": anonymization.summary(SITE_SCRIPT), "enabled": True},
         ),
-        ("project ANON anonymization", {"enabled": False}, {"enabled": True}),
+        (
+            "project ANON anonymization",
+            {"script": anonymization.UNREADABLE, "enabled": False},
+            {"script": anonymization.summary(PROJECT_SCRIPT), "enabled": True},
+        ),
     ]
-    assert '+(0010,0030) := "19000101"' in changes[0].detail
-    assert changes[1].detail == ""
     apply_all(changes)
     assert drift(anonymization.plan(ctx)) == []
     assert sa.state.site_config["enableSitewideAnonymizationScript"] is True
@@ -150,7 +151,7 @@ def test_project_not_created_yet_is_planned_without_reading_it(sa: XnatStandin) 
     mark = len(sa.requests_log)
     changes = anonymization.plan(context(d))
     assert [c.target for c in changes] == ["site anonymization", "project ANON anonymization"]
-    assert changes[1].before == {"script": "none", "enabled": False}
+    assert changes[1].before == {"script": anonymization.UNREADABLE, "enabled": False}
     assert not [r for r in sa.requests_log[mark:] if r[1].startswith("/xapi/anonymize/projects")]
     converge_projects(d)  # the projects area runs first
     apply_all(changes)

@@ -1,4 +1,4 @@
-"""Bootstrap reconciler against the XNAT REST stand-in over real HTTP (xnat-facts.md §6, §18)."""
+"""Bootstrap reconciler against the XNAT REST stand-in over real HTTP (docs/xnat-api.md §6, §18)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_apply_converges_and_leaves_the_documented_end_state(standin: XnatStandi
     assert s.users["admin"].verified is False
     assert s.users["admin"].password == ADMIN_PASSWORD  # rotated before being disabled
     assert s.users["guest"].enabled is False
-    # The initial admin password is refused from now on (xnat-facts.md §6).
+    # The initial admin password is refused from now on (docs/xnat-api.md §6).
     r = requests.get(standin.url + "/xapi/siteConfig", auth=("admin", "admin"), timeout=5)
     assert r.status_code == 401
 
@@ -228,6 +228,26 @@ def test_existing_service_account_that_is_not_an_admin(standin: XnatStandin) -> 
     assert bootstrap.plan(ctx, detect(ctx)) == []
 
 
+def test_service_account_that_lost_administrator_is_not_taken_for_an_admin(
+    standin: XnatStandin,
+) -> None:
+    """Audit B-1: after initialisation XNAT answers a non-admin's GET /xapi/siteConfig with 200
+    and the keys every user may read, so admin detection asks the admin-only key instead."""
+    ctx = context(desired(standin.url))
+    initialise(standin.url)
+    svc = standin.state.users[SERVICE_USER]
+    svc.roles.remove("Administrator")  # it still logs in with its password
+    r = requests.get(standin.url + "/xapi/siteConfig/initialized", auth=AUTH, timeout=5)
+    assert r.status_code == 403  # the key is admin-only
+    state = detect(ctx)
+    assert state.service_account is False
+    assert state.admin_password == "initial"
+    changes = bootstrap.plan(ctx, state)
+    run(changes)
+    assert "Administrator" in svc.roles
+    assert bootstrap.plan(ctx, detect(ctx)) == []
+
+
 def test_admin_password_refused_is_disabled_not_guessed(standin: XnatStandin) -> None:
     ctx = context(desired(standin.url))
     bootstrap_fully(ctx)
@@ -257,13 +277,14 @@ def test_no_credential_works_is_a_clear_error(standin: XnatStandin) -> None:
     for secret in (ADMIN_PASSWORD, SERVICE_PASSWORD):
         assert secret not in message
     # Bounded retry of the admin logins: 3 attempts x (target, initial), nothing written.
-    admin_probes = [r for r in standin.requests_log[mark:] if r == ("GET", "/xapi/siteConfig", 401)]
+    probe = ("GET", "/xapi/siteConfig/initialized", 401)  # the admin-only read (§6, §7)
+    admin_probes = [r for r in standin.requests_log[mark:] if r == probe]
     assert len(admin_probes) == 1 + 3 * 2
     assert writes(standin.requests_log[mark:]) == []
 
 
 def test_first_admin_login_is_retried_while_admin_is_missing(standin: XnatStandin) -> None:
-    """xnat-facts.md §6 step 1: admin may be missing for a short while after Tomcat answers."""
+    """docs/xnat-api.md §6 step 1: admin may be missing for a short while after Tomcat answers."""
     admin = standin.state.users.pop("admin")
 
     def comes_back() -> None:
@@ -354,4 +375,5 @@ def test_login_page_instead_of_401_counts_as_refused() -> None:
         httpd.shutdown()
         httpd.server_close()
     assert "login page" in str(caught.value)
-    assert _LoginPage.hits == ["/xapi/siteConfig"] * 5  # service, then 2 x (target, initial)
+    # service, then 2 x (target, initial), each asking the admin-only key (docs/xnat-api.md §7)
+    assert _LoginPage.hits == ["/xapi/siteConfig/initialized"] * 5

@@ -1,5 +1,6 @@
 """XnatClient against throw-away loopback HTTP(S) servers: every failure aborts, fail-closed,
-with a message naming method, path and status and no registered secret (xnat-facts.md §6, §18)."""
+with a message naming method, path and status and no registered secret (docs/xnat-api.md §6,
+§18)."""
 
 from __future__ import annotations
 

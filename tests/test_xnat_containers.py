@@ -1,4 +1,5 @@
-"""The containers reconciler (xnat-facts.md §13) against the XNAT REST stand-in, over real HTTP."""
+"""The containers reconciler (docs/xnat-api.md §13) against the XNAT REST stand-in, over real
+HTTP."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from tests.xnat_standin import XnatStandin
+from tests.xnat_standin import STANDIN_PROFILES, XnatStandin
 from xnat_fleet.errors import ExitCode
 from xnat_fleet.model.loader import InventorySource
 from xnat_fleet.xnat.engine import Engine, open_study
@@ -46,9 +46,16 @@ def _vault_values() -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
-    standins = {name: XnatStandin(name=name, xsync=name.startswith("relay")) for name in HOSTS}
+@pytest.fixture(scope="module", params=sorted(STANDIN_PROFILES))
+def study(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Study]:
+    """The example study on three stand-ins, once per stand-in profile (every version-dependent
+    behaviour the version matrix allows: tests/xnat_standin/state.py STANDIN_PROFILES)."""
+    standins = {
+        name: XnatStandin(name=name, xsync=name.startswith("relay"), profile=request.param)
+        for name in HOSTS
+    }
     urls = {name: s.start() for name, s in standins.items()}
     overlay = tmp_path_factory.mktemp("overlay") / "standins.yml"
     overlay.write_text(
@@ -127,7 +134,12 @@ def test_xsync_credentials_check_from_the_relay(applied: Study) -> None:
     r = requests.post(
         relay + "/xapi/xsync/credentials/check/projects/KINGS_MR",
         data=body,
-        headers={"Content-Type": "text/plain"},
+        # docs/xnat-api.md §16.7: text/plain on the Java-8 Xsync builds, JSON on the Java-21 ones
+        headers={
+            "Content-Type": "application/json"
+            if applied.standins["relay-kings"].state.xsync_build == "java21"
+            else "text/plain"
+        },
         auth=(SERVICE_USER, password),
         timeout=10,
     )

@@ -1,4 +1,4 @@
-"""The events reconciler (xnat-facts.md §12) against the XNAT REST stand-in, over real HTTP."""
+"""The events reconciler (docs/xnat-api.md §12) against the XNAT REST stand-in, over real HTTP."""
 
 from __future__ import annotations
 
@@ -171,8 +171,24 @@ def test_drift_behind_the_tools_back_shows_up(sa: XnatStandin) -> None:
     assert events.plan(ctx) == []
     assert sa.state.subscriptions[sid]["active"] is True
 
-    sa.state.events_prefs["enabled"] = False  # someone switched the event service off
-    assert targets(events.plan(ctx)) == [("update", "event service")]
+    # Someone switched the event service off: XNAT then lists no subscriptions at all (200, an
+    # empty body; docs/xnat-api.md §12), so the plan cannot tell whether they still exist. It
+    # switches the service on and creates each only if it is missing then: no duplicate.
+    sa.state.events_prefs["enabled"] = False
+    r = service_session().get(f"{sa.url}/xapi/events/subscriptions", timeout=10)
+    assert r.status_code == 200 and r.text == ""
+    changes = events.plan(ctx)
+    assert targets(changes) == [
+        ("update", "event service"),
+        ("create", "subscription 'nifti-on-scan' (project P1)"),
+        ("create", "subscription 'nifti-site-wide' (site-wide)"),
+    ]
+    assert all("created once it is on" in c.detail for c in changes[1:])
+    before = {k: [s["id"] for s in stored(sa, k)] for k in ("nifti-on-scan", "nifti-site-wide")}
+    apply_all(changes)
+    assert [s["id"] for s in stored(sa, "nifti-on-scan")] == [sid]
+    assert {k: [s["id"] for s in stored(sa, k)] for k in before} == before
+    assert events.plan(ctx) == []
 
 
 def test_duplicates_on_the_server_are_reduced_to_one(sa: XnatStandin) -> None:

@@ -113,3 +113,29 @@ def test_live_drift_is_detected(live: HostContext) -> None:
         assert change.apply is not None
         change.apply()
     assert [c for c in projects.plan(live) if c.is_drift] == []
+
+
+def test_live_xnat_quirks_the_engine_relies_on(live: HostContext) -> None:
+    """The audit's findings the reconcilers are built on (docs/xnat-api.md §8, §11, §12), read
+    from the real server: an unknown login is a 500 on GET /xapi/users/{u} yet absent from the
+    login listing; the anonymization flag PUT needs application/json; the event-service
+    subscription listing answers 200 (an empty body while the service is off)."""
+    c = live.client
+    ghost = f"xfc_absent_{secrets.token_hex(4)}"
+    assert ghost not in c.get_json("/xapi/users")
+    assert c.request("GET", f"/xapi/users/{ghost}", ok=range(100, 600)).status_code == 500
+    current = c.get_json("/xapi/anonymize/site/enabled")
+    flag = "true" if current in (True, "true") else "false"  # writes back what is there
+    bare = c.request(
+        "PUT", "/xapi/anonymize/site/enabled", params={"enable": flag}, ok=range(100, 600)
+    )
+    assert bare.status_code == 415
+    c.request(
+        "PUT",
+        "/xapi/anonymize/site/enabled",
+        params={"enable": flag},
+        text="",
+        content_type="application/json",
+    )
+    listing = c.request("GET", "/xapi/events/subscriptions", ok=(200,))
+    assert listing.status_code == 200

@@ -1,4 +1,4 @@
-"""Projects reconciler against the XNAT REST stand-in over real HTTP (xnat-facts.md §9)."""
+"""Projects reconciler against the XNAT REST stand-in over real HTTP (docs/xnat-api.md §9)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def sa(sa: XnatStandin) -> XnatStandin:
 
 
 def add_user(url: str, username: str) -> None:
-    # xnat-facts.md §8: POST /xapi/users
+    # docs/xnat-api.md §8: POST /xapi/users
     r = requests.post(
         url + "/xapi/users",
         auth=AUTH,

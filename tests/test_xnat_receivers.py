@@ -1,4 +1,5 @@
-"""DICOM receivers reconciler against the XNAT REST stand-in over real HTTP (xnat-facts.md §10)."""
+"""DICOM receivers reconciler against the XNAT REST stand-in over real HTTP
+(docs/xnat-api.md §10)."""
 
 from __future__ import annotations
 
@@ -91,19 +92,19 @@ def test_apply_converges_and_second_apply_changes_nothing(sa: XnatStandin) -> No
     assert not writes(sa.requests_log[mark:])
 
 
-def test_drift_is_repaired_with_only_the_changed_fields(
+def test_drift_is_repaired_by_sending_the_whole_receiver(
     sa: XnatStandin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Audit D-4: most XNAT builds replace the receiver with the PUT body (a field left out comes
+    back null or a default), so the whole receiver is sent, changed fields laid over."""
     ctx = context(desired(sa.url, receivers=(ROUTED, PLAIN)))
     apply_all(receivers.plan(ctx))
     rid = by_identity(sa)["STUDY1:8105"]["id"]
-    # Behind the tool's back: a merge PUT and a disable, as an admin would in the UI (§10).
-    requests.put(
-        f"{sa.url}/xapi/dicomscp/{rid}",
-        json={"anonymizationEnabled": False, "whitelist": ["10.9.9.9"], "fileNamer": "mine"},
-        auth=AUTH,
-        timeout=10,
-    ).raise_for_status()
+    # Behind the tool's back, as an admin would in the UI (§10), and a field we do not manage.
+    with sa.state.lock:
+        sa.state.receivers[rid].update(
+            {"anonymizationEnabled": False, "whitelist": ["10.9.9.9"], "fileNamer": "mine"}
+        )
     requests.put(
         f"{sa.url}/xapi/dicomscp/{rid}/enabled/false", auth=AUTH, timeout=10
     ).raise_for_status()
@@ -122,10 +123,17 @@ def test_drift_is_repaired_with_only_the_changed_fields(
     }
     sent = record_bodies(ctx, monkeypatch)
     apply_all(changes)
-    assert sent == [
-        ("PUT", f"/xapi/dicomscp/{rid}", {"anonymizationEnabled": True, "whitelist": ["10.1.2.3"]}),
-        ("PUT", f"/xapi/dicomscp/{rid}/enabled/true", None),
+    assert [(m, p) for m, p, _ in sent] == [
+        ("PUT", f"/xapi/dicomscp/{rid}"),
+        ("PUT", f"/xapi/dicomscp/{rid}/enabled/true"),
     ]
+    body = sent[0][2]
+    assert body["anonymizationEnabled"] is True and body["whitelist"] == ["10.1.2.3"]
+    # Everything else goes back as it was: identity, routing, the unmanaged field, the flag
+    # (switched on by its own call afterwards).
+    assert body["aeTitle"] == "STUDY1" and body["port"] == 8105 and body["id"] == rid
+    assert body["identifier"] == "dicomObjectIdentifier" and body["fileNamer"] == "mine"
+    assert body["routingExpressionsEnabled"] is True and body["enabled"] is False
     assert drift(receivers.plan(ctx)) == []
     assert by_identity(sa)["STUDY1:8105"]["fileNamer"] == "mine"  # fields we do not manage stay
 
@@ -156,7 +164,12 @@ def test_a_port_taken_by_an_unlisted_receiver_is_refused_unless_pruned(sa: XnatS
     # XNAT itself would accept OTHER:8105 next to LEGACY:8105 (§10 duplicate-port trap).
     legacy = requests.post(
         sa.url + "/xapi/dicomscp",
-        json={"aeTitle": "LEGACY", "port": 8105, "enabled": True},
+        json={
+            "aeTitle": "LEGACY",
+            "port": 8105,
+            "enabled": True,
+            "identifier": "dicomObjectIdentifier",  # XNAT answers 400 without one (§10)
+        },
         auth=AUTH,
         timeout=10,
     )

@@ -1,4 +1,4 @@
-"""Site configuration and SMTP reconcilers against the stand-in (xnat-facts.md §7, §15)."""
+"""Site configuration and SMTP reconcilers against the stand-in (docs/xnat-api.md §7, §15)."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def test_smtp_plan_never_shows_the_password(sa: XnatStandin) -> None:
 def test_smtp_apply_accepts_the_500_and_judges_by_read_back(sa: XnatStandin) -> None:
     ctx = context(smtp_desired(sa.url))
     run(smtp.plan(ctx))
-    # xnat-facts.md §15: the stand-in applies the JSON call and answers 500.
+    # docs/xnat-api.md §15: the stand-in applies the JSON call and answers 500.
     assert ("POST", "/xapi/notifications", 500) in sa.requests_log
     stored = sa.state.smtp
     assert stored["hostname"] == "smtp.example.org"
@@ -284,17 +284,23 @@ def test_smtp_read_back_that_differs_is_an_error(sa: XnatStandin) -> None:
 
 
 def test_smtp_accepts_xnat_property_names_on_read_back(sa: XnatStandin) -> None:
-    """Java mail sender naming (`host`, flattened `mail.*` properties, strings) is the same."""
+    """The normaliser (a pure parser) reads the Java mail sender naming too (`host`, flattened
+    `mail.*` properties, numbers and flags as strings) as the same server."""
     ctx = context(smtp_desired(sa.url))
-    run(smtp.plan(ctx))
-    sa.state.smtp = {
+    want = smtp.desired_server(ctx)
+    raw = {
         "host": "smtp.example.org",
         "port": "587",
         "protocol": "smtp",
         "username": "xnat-relay",
+        # docs/xnat-api.md §15: the stored password comes back in plain text (blank: left out)
+        "password": want["password"],
         "mail.smtp.auth": "true",
         "mail.smtp.starttls.enable": True,
     }
+    assert smtp.differences(want, smtp.normalise(raw)) == []
+    assert smtp.differences(want, smtp.normalise({**raw, "port": "25"})) == ["port"]
+    run(smtp.plan(ctx))  # and through the stand-in's own read-back
     assert smtp.plan(ctx) == []
 
 

@@ -1,4 +1,4 @@
-"""Users reconciler against the XNAT REST stand-in over real HTTP (xnat-facts.md §8)."""
+"""Users reconciler against the XNAT REST stand-in over real HTTP (docs/xnat-api.md §8)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Xsync pairing reconciler and operations against two XNAT REST stand-ins over real HTTP.
 
 A relay stand-in (with the Xsync plugin) and a central stand-in; the relay really calls the
-central when credentials are saved and checked (xnat-facts.md §16.4).
+central when credentials are saved and checked (docs/xnat-api.md §16.4).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import requests
 
 from tests.xnat_helpers import (
     AUTH,
+    SERVICE_USER,
     client,
     desired,
     pairing,
@@ -33,7 +34,7 @@ from xnat_fleet.xnat import xsync_ops
 from xnat_fleet.xnat.changes import SECRET, Change, ReconcileError
 from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import DesiredXnat
-from xnat_fleet.xnat.reconcilers import xsync
+from xnat_fleet.xnat.reconcilers import bootstrap, xsync
 from xnat_fleet.xnat.reconcilers.xsync import XsyncError
 
 RELAY = "relay-1"
@@ -43,7 +44,7 @@ PREFS = XsyncPreferences(token_refresh_interval="6 hours", retry_count=3)
 
 
 def create_project(url: str, pid: str) -> None:
-    """What the projects reconciler leaves behind (xnat-facts.md §9: XML create)."""
+    """What the projects reconciler leaves behind (docs/xnat-api.md §9: XML create)."""
     body = (
         f'<xnat:projectData xmlns:xnat="http://nrg.wustl.edu/xnat" ID="{pid}" '
         f'secondary_ID="{pid}"><xnat:name>{pid}</xnat:name></xnat:projectData>'
@@ -172,7 +173,7 @@ def test_apply_converges_and_credentials_check_ok(pair: Pair) -> None:
     assert pair.central.state.projects["Q1"].members[ACCOUNT] == "owner"
     assert pair.relay.state.xsync_site_prefs["syncRetryCount"] == "3"
     assert pair.relay.state.xsync_configs["P1"]["remote_url"] == pair.central.url
-    # The relay's own check answers 200 (xnat-facts.md §16.4 step 3), over real HTTP.
+    # The relay's own check answers 200 (docs/xnat-api.md §16.4 step 3), over real HTTP.
     r = requests.post(
         pair.relay.url + "/xapi/xsync/credentials/check/projects/P1",
         data=f'{{"host": "{pair.central.url}", "localProject": "P1"}}',
@@ -181,11 +182,11 @@ def test_apply_converges_and_credentials_check_ok(pair: Pair) -> None:
         timeout=10,
     )
     assert r.status_code == 200
-    # A second round changes nothing: the plan is empty and nothing is written.
+    # A second round changes nothing: the plan is empty and planning sent no request that
+    # changes state, not even the credential check (a POST that logs in on the central).
     mark_r, mark_c = len(pair.relay.requests_log), len(pair.central.requests_log)
     assert pair.plan(ctx) == []
-    relay_writes = writes(pair.relay.requests_log[mark_r:])
-    assert [w[1] for w in relay_writes] == ["/xapi/xsync/credentials/check/projects/P1"]
+    assert writes(pair.relay.requests_log[mark_r:]) == []
     assert writes(pair.central.requests_log[mark_c:]) == []
 
 
@@ -193,14 +194,16 @@ def test_expired_tokens_show_up_and_rekey_fixes_them(pair: Pair) -> None:
     ctx = pair.ctx()
     pair.converge(ctx)
     pair.central.state.expire_all_tokens()
-    changes = pair.plan(ctx)
-    assert targets(changes) == [("run", f"project P1 credentials for {pair.central.url}")]
-    assert "HTTP 400" in changes[0].before
+    # Whether a token still works is an operation, not a plan (no POST while planning):
+    # `xsync status` runs the check and shows it; `xsync rekey` repairs it.
+    assert pair.plan(ctx) == []
+    assert xsync_ops.status(ctx)[0]["credentials_ok"] is False
     messages = xsync_ops.rekey(ctx)
     pair.seen.extend(messages)
     assert len(messages) == 1
     assert "P1" in messages[0] and "Q1" in messages[0] and ACCOUNT in messages[0]
     assert pair.plan(ctx) == []
+    assert xsync_ops.status(ctx)[0]["credentials_ok"] is True
     unknown = pair.raises(ReconcileError, lambda: xsync_ops.rekey(ctx, ["NOPE"]))
     assert "NOPE" in unknown
 
@@ -246,20 +249,21 @@ def test_drift_in_config_prefs_and_account(pair: Pair) -> None:
     assert targets(changes) == [
         ("update", f"{CENTRAL}: user {ACCOUNT}"),
         ("delete", f"{CENTRAL}: user {ACCOUNT} role Administrator"),
+        # XNAT lists enabled members only (docs/xnat-api.md §9): the disabled account's
+        # ownership is invisible, so it is made an Owner again (harmless if it still is).
+        ("create", f"{CENTRAL}: project Q1 owner {ACCOUNT}"),
         ("update", "xsync site preferences"),
         ("update", "project P1 sync config"),
-        # The disabled account's token no longer works: re-keyed after the account is enabled.
-        ("run", f"project P1 credentials for {pair.central.url}"),
     ]
-    assert changes[2].after == {"syncRetryCount": "3"}
-    assert changes[3].before == {
+    assert changes[3].after == {"syncRetryCount": "3"}
+    assert changes[4].before == {
         "sync_frequency": "daily",
         "imaging_sessions": {
             "sync_type": "include",
             "xsi_types": [{"xsi_type": "xnat:mrSessionData"}],
         },
     }
-    assert changes[3].after == {
+    assert changes[4].after == {
         "sync_frequency": "hourly",
         "imaging_sessions": {"sync_type": "all"},
     }
@@ -316,31 +320,57 @@ def test_version_mismatch_refused_before_any_write() -> None:
 
 
 def test_wrong_content_type_is_a_clear_415_error() -> None:
-    with make_pair(relay_kwargs={"xsync_content_type": "application/json"}) as pair:
+    """A Java-21 Xsync build on an XNAT that reports 1.9: the toolkit sends what 1.9 calls for
+    (text/plain) and the plugin answers 415, reported with both content types."""
+    with make_pair(relay_kwargs={"xsync_build": "java21"}) as pair:
         ctx = pair.ctx()
         changes = pair.plan(ctx)
+        prefs = next(c for c in changes if c.target == "xsync site preferences")
+        run(changes[: changes.index(prefs)])
+        assert prefs.apply is not None
+        text = pair.raises(XsyncError, prefs.apply)
+        assert "415" in text and "text/plain" in text and "application/json" in text
+        assert "xsyncSitePreferences" in text
+        assert "1.9.3.6" in text
         config = next(c for c in changes if c.target == "project P1 sync config")
-        run(changes[: changes.index(config)])
         assert config.apply is not None
         text = pair.raises(XsyncError, config.apply)
-        assert "415" in text and "text/plain" in text and "application/json" in text
-        assert "1.8.1" in text  # the plugin version (GET /xapi/plugins, §14)
-        assert "1.9.3.6" in text
-        # Configured behind the tool's back: the credential check in the plan answers 415 too.
-        pair.relay.state.xsync_configs["P1"] = xsync.desired_config(ctx.desired.pairings[0])
-        text = pair.raises(XsyncError, lambda: pair.plan(ctx))
-        assert "415" in text and "credentials/check" in text
+        assert "415" in text and "setup/projects/P1" in text
+        assert "1.8.2-SNAPSHOT" in text  # the plugin's version, from GET /xapi/plugins (§14)
 
 
-def test_json_content_type_on_xnat_1_10() -> None:
+def test_site_preferences_are_text_plain_on_java_8_builds(pair: Pair) -> None:
+    """Audit X-2: the Java-8 builds' POST /xapi/xsyncSitePreferences consumes text/plain."""
+    r = requests.post(
+        pair.relay.url + "/xapi/xsyncSitePreferences",
+        json={"syncRetryCount": "4"},
+        auth=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 415  # what the toolkit used to send
+    pair.converge(pair.ctx())
+    assert pair.relay.state.xsync_site_prefs["syncRetryCount"] == "3"
+
+
+def test_json_content_type_and_xsync_administrator_on_xnat_1_10() -> None:
+    """XNAT 1.10 (Java-21 Xsync build): JSON everywhere, and the site preferences only for
+    holders of XsyncAdministrator, site admins included; bootstrap grants it to the service
+    account of a relay that pairs projects."""
     with make_pair(
-        relay_kwargs={"version": "1.10.0", "xsync_content_type": "application/json"},
-        central_kwargs={"version": "1.10.0"},
+        relay_kwargs={"profile": "1.10", "grant_xsync_administrator": False},
+        central_kwargs={"profile": "1.10"},
     ) as pair:
         pair.relay_desired = dataclasses.replace(pair.relay_desired, version="1.10.0")
         pair.central_desired = dataclasses.replace(pair.central_desired, version="1.10.0")
-        pair.converge(pair.ctx())
+        ctx = pair.ctx()
+        r = requests.get(pair.relay.url + "/xapi/xsyncSitePreferences", auth=AUTH, timeout=10)
+        assert r.status_code == 403  # an Administrator without the role
+        assert bootstrap.needs_xsync_role(ctx.desired)
+        run(bootstrap.plan(ctx))
+        assert "XsyncAdministrator" in pair.relay.state.users[SERVICE_USER].roles
+        pair.converge(ctx)
         assert pair.relay.state.xsync_credentials[("P1", pair.central.url)]["username"] == ACCOUNT
+        assert pair.relay.state.xsync_site_prefs["syncRetryCount"] == "3"
 
 
 def test_invalid_desired_state_raises_before_any_request(pair: Pair) -> None:
@@ -373,9 +403,13 @@ def test_status_and_unblock(pair: Pair) -> None:
     before = xsync_ops.status(ctx)
     assert before[0]["configured"] is False and before[0]["credentials_ok"] is False
     pair.converge(ctx)
+    # docs/xnat-api.md §16.5: a ProjectSyncStatus (in memory, per node).
     pair.relay.state.xsync_status["P1"] = {
-        "status": "SYNCED_AND_VERIFIED",
-        "lastSync": 1700000000000,
+        "isSyncing": False,
+        "syncType": "SCHEDULED",
+        "syncStartTime": "2026-11-30 02:00:00",
+        "syncEndTime": "2026-11-30 02:04:10",
+        "wasSyncSuccessful": True,
     }
     rows = xsync_ops.status(ctx)
     assert rows == [
@@ -387,8 +421,11 @@ def test_status_and_unblock(pair: Pair) -> None:
             "configured_for_central": True,
             "credentials_ok": True,
             "credentials_check_status": 200,
-            "last_sync_status": "SYNCED_AND_VERIFIED",
-            "last_sync_time": 1700000000000,
+            "syncing": False,
+            "last_sync_type": "SCHEDULED",
+            "last_sync_start": "2026-11-30 02:00:00",
+            "last_sync_end": "2026-11-30 02:04:10",
+            "last_sync_successful": True,
         }
     ]
     pair.central.state.expire_all_tokens()
@@ -415,3 +452,18 @@ def test_no_secret_leaks_anywhere(pair: Pair) -> None:
     assert pair.seen
     joined = "\n".join(pair.seen)
     assert all(s not in joined for s in secrets)
+
+
+def test_interrupted_keying_is_run_again(pair: Pair) -> None:
+    """The configuration is posted switched off and switched on only after the credentials were
+    saved and checked: a run that stopped in between leaves it off, and the next plan re-keys."""
+    ctx = pair.ctx()
+    changes = pair.plan(ctx)
+    config = next(c for c in changes if c.target == "project P1 sync config")
+    run(changes[: changes.index(config) + 1])  # stopped before the credentials
+    assert pair.relay.state.xsync_configs["P1"]["enabled"] is False
+    again = pair.plan(ctx)
+    assert targets(again)[-1] == ("run", f"project P1 credentials for {pair.central.url}")
+    assert "keying not finished" in again[-1].before
+    pair.converge(ctx)
+    assert pair.relay.state.xsync_configs["P1"]["enabled"] is True

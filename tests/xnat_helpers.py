@@ -3,13 +3,14 @@
 ``desired(...)`` builds a :class:`DesiredXnat` directly (no inventory), ``initialise(url)`` brings a
 fresh stand-in to the state the bootstrap reconciler leaves (initialised, service account with
 Administrator + ALL_DATA_ADMIN) using only XNAT's documented REST calls (xnat-facts.md §6, §8), and
-``context(...)`` makes the :class:`HostContext` a reconciler gets.
+``context(...)`` makes the :class:`HostContext` a reconciler gets; ``desired_for(standin)`` is
+``desired`` with the stand-in's URL and version (for the per-profile fixture ``profile_sa``).
 
 The set-up the reconciler tests share lives here too: ``running_standin(...)`` (a started,
 initialised stand-in with an empty request log), ``writes(log)`` (the "nothing written" filter),
 ``refused(...)`` (a :class:`ReconcileError` raised before any request), ``apply_all``/``run``,
 ``targets``, ``drift``, ``shown``, ``service_session()`` and the dcm2niix ``command(...)``.
-Their pytest fixtures (``standin``, ``sa``) are in tests/xnat_fixtures.py.
+Their pytest fixtures (``standin``, ``sa``, ``profile_sa``) are in tests/xnat_fixtures.py.
 """
 
 from __future__ import annotations
@@ -104,8 +105,19 @@ def pairing(
     )
 
 
-def initialise(url: str, initial_admin_password: str = "admin") -> None:
-    """What bootstrap leaves behind, done with plain documented REST calls (xnat-facts.md §6)."""
+def initialise(
+    url: str,
+    initial_admin_password: str = "admin",
+    *,
+    container_manager: bool = True,
+    xsync_administrator: bool = False,
+) -> None:
+    """What bootstrap leaves behind, done with plain REST calls (xnat-facts.md §6): the site
+    initialised and the service account with Administrator, non_expiring, ALL_DATA_ADMIN and
+    (``container_manager``, as bootstrap does where the container service is configured)
+    ContainerManager, which container-service requires without any site-admin bypass.
+    ``xsync_administrator``: also XsyncAdministrator, which the Java-21 Xsync builds require for
+    the site preferences (bootstrap grants it on 1.10 relays that pair projects)."""
     s = requests.Session()
     s.auth = ("admin", initial_admin_password)
     r = s.post(
@@ -133,11 +145,23 @@ def initialise(url: str, initial_admin_password: str = "admin") -> None:
         timeout=10,
     )
     assert r.status_code in (201, 409), r.status_code
-    for path in (
-        f"/xapi/users/{SERVICE_USER}/roles/Administrator",
-        f"/xapi/users/{SERVICE_USER}/roles/non_expiring",
-        f"/xapi/users/{SERVICE_USER}/groups/ALL_DATA_ADMIN",
-    ):
+    if r.status_code == 409:
+        # The account exists: make sure the password and flags are ours. XNAT answers 304 when
+        # nothing changed, but a password always counts as a change (UsersApi.updateUser).
+        r = s.put(
+            url + f"/xapi/users/{SERVICE_USER}",
+            json={"password": SERVICE_PASSWORD, "enabled": True, "verified": True},
+            timeout=10,
+        )
+        assert r.status_code in (200, 304), r.status_code
+    roles = ["Administrator", "non_expiring"]
+    if container_manager:
+        roles.append("ContainerManager")
+    if xsync_administrator:
+        roles.append("XsyncAdministrator")
+    paths = [f"/xapi/users/{SERVICE_USER}/roles/{role}" for role in roles]
+    paths.append(f"/xapi/users/{SERVICE_USER}/groups/ALL_DATA_ADMIN")
+    for path in paths:
         s.put(url + path, timeout=10).raise_for_status()
 
 
@@ -151,17 +175,39 @@ def context(d: DesiredXnat, **fields: Any) -> HostContext:
 
 # -- stand-ins ---------------------------------------------------------------------------------
 @contextmanager
-def running_standin(*, initialised: bool = True, **kwargs: Any) -> Iterator[XnatStandin]:
-    """A started stand-in (``XnatStandin(**kwargs)``), stopped afterwards.
+def running_standin(
+    *,
+    initialised: bool = True,
+    profile: str | None = None,
+    grant_xsync_administrator: bool | None = None,
+    **kwargs: Any,
+) -> Iterator[XnatStandin]:
+    """A started stand-in (``XnatStandin(profile=profile, **kwargs)``), stopped afterwards.
 
-    ``initialised``: brought to the state bootstrap leaves (:func:`initialise`) and its request
-    log emptied, so that tests see only what the code under test sent. Otherwise as XNAT ships.
+    ``profile``: a key of ``STANDIN_PROFILES`` (tests/xnat_standin/state.py); without it the
+    settings follow ``version``. ``initialised``: brought to the state bootstrap leaves
+    (:func:`initialise`) and its request log emptied, so that tests see only what the code under
+    test sent. Otherwise as XNAT ships. ``grant_xsync_administrator``: give the service account
+    the XsyncAdministrator role (default: when the stand-in serves a Java-21 Xsync build, as
+    bootstrap does on 1.10 relays).
     """
-    with XnatStandin(**kwargs) as standin:
+    with XnatStandin(profile=profile, **kwargs) as standin:
         if initialised:
-            initialise(standin.url)
+            if grant_xsync_administrator is None:
+                state = standin.state
+                grant_xsync_administrator = state.xsync and state.xsync_build == "java21"
+            initialise(
+                standin.url,
+                kwargs.get("initial_admin_password", "admin"),
+                xsync_administrator=grant_xsync_administrator,
+            )
             standin.requests_log.clear()
         yield standin
+
+
+def desired_for(standin: XnatStandin, **overrides: Any) -> DesiredXnat:
+    """:func:`desired` for ``standin``: its URL and the XNAT version it emulates."""
+    return desired(standin.url, **{"version": standin.state.version, **overrides})
 
 
 def add_projects(standin: XnatStandin, *pids: str) -> None:
@@ -244,6 +290,7 @@ __all__ = [
     "command",
     "context",
     "desired",
+    "desired_for",
     "drift",
     "initialise",
     "pairing",

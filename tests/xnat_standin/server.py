@@ -1,16 +1,20 @@
 """HTTP layer of the XNAT REST stand-in — for xnat-fleet TESTS only, this is NOT XNAT.
 
 A stdlib ``ThreadingHTTPServer`` that serves the XNAT REST endpoints the reconcilers use, with the
-status codes, content types and quirks documented in ../shared/design/xnat-facts.md §6-§16 (each
-route and quirk cites its section). State lives in :mod:`tests.xnat_standin.state`, which tests
-read and mutate directly. Every response carries ``X-Standin: xnat-fleet``.
+status codes, content types and quirks of XNAT itself. Each behaviour cites its source: either
+xnat-facts.md (the project's sheet) or, where the sheet was wrong, XNAT's code as
+``repository path@commit``. State lives in :mod:`tests.xnat_standin.state`, which tests read and
+mutate directly; version-dependent behaviour is a setting there (``STANDIN_PROFILES``). Every
+response carries ``X-Standin: xnat-fleet``.
 
-Runnable for demos: ``python -m tests.xnat_standin --port 8080 [--version V] [--xsync]``.
+Runnable for demos: ``python -m tests.xnat_standin --port 8080 [--profile P] [--xsync]``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import html
+import ipaddress
 import json
 import re
 import secrets
@@ -36,13 +40,15 @@ from .state import (
     DEFAULT_ANON_SCRIPT,
     INIT_REQUIRED_KEYS,
     LEVEL_BY_PATH,
+    PROJECT_SYNC_STATUS_DEFAULTS,
     RECEIVER_DEFAULTS,
+    SITE_CONFIG_AUTHENTICATED_KEYS,
     SITE_GROUPS,
+    XSYNC_SITE_PREFS_DEFAULTS,
     AliasToken,
     Project,
     State,
     User,
-    interval_seconds,
     new_state,
     now_ms,
 )
@@ -53,6 +59,13 @@ JSON = "application/json"
 TEXT = "text/plain;charset=UTF-8"
 HTML = "text/html;charset=UTF-8"
 REMOTE_TIMEOUT = 10.0
+
+# Source shorthands used in the comments below (full repository, path, commit):
+#   MONO = NrgXnat/xnat @93d33cb (web/ = xnat-web 4fb6bc1, ~XNAT 1.8.11/1.9.0, Spring 4.3.30)
+#   CS   = NrgXnat/container-service @8590cb6 (3.7.3)
+#   XS   = NrgXnat/xsync (commit per file)
+# Error answers: MONO web/src/main/java/org/nrg/xapi/rest/XapiRestControllerAdvice.java takes the
+# status from the exception's @ResponseStatus and answers the message as text/plain.
 
 
 class HttpError(Exception):
@@ -68,7 +81,7 @@ class HttpError(Exception):
 class Response:
     status: int
     body: bytes = b""
-    content_type: str = TEXT
+    content_type: str | None = TEXT  # None: no Content-Type header (a null @ResponseBody)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,6 +91,18 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 def text_response(text: str, status: int = 200) -> Response:
     return Response(status, text.encode(), TEXT)
+
+
+def empty_response(status: int = 200) -> Response:
+    """A handler that returned null / ``ResponseEntity<Void>``: no body, no Content-Type."""
+    return Response(status, b"", None)
+
+
+def _non_null(data: dict[str, Any]) -> dict[str, Any]:
+    """XNAT's Jackson leaves null fields out: MONO
+    web/src/main/java/org/nrg/xnat/configuration/SerializerConfig.java
+    `serializationInclusion(JsonInclude.Include.NON_NULL)`."""
+    return {k: v for k, v in data.items() if v is not None}
 
 
 @dataclass
@@ -113,14 +138,17 @@ class Request:
     def username(self) -> str:
         return self.user.username if self.user else ""
 
+    def server_root(self) -> str:
+        return "http://" + (self.headers.get("Host") or "localhost")
+
 
 @dataclass
 class Route:
     method: str
     pattern: re.Pattern[str]
     handler: Callable[..., Response]
-    anonymous: bool = False  # served without credentials
-    pre_init: bool = False  # served before initialisation (xnat-facts.md §6)
+    anonymous: bool = False  # served without credentials (XNAT's "openUrls")
+    pre_init: bool = False  # served before initialisation (XNAT's "initUrls", xnat-facts.md §6)
     xsync: bool = False  # only when the Xsync plugin is "installed" (xnat-facts.md §16)
     remote: bool = False  # makes outgoing HTTP calls: not run under the state lock
 
@@ -174,6 +202,27 @@ def _redact(path: str) -> str:
     return _TOKEN_PATH.sub(r"\1(secret)", path)
 
 
+# MONO web/src/main/java/org/nrg/dcm/scp/DicomSCPManager.java: AE_TITLE_PATTERN, used with
+# matcher(...).matches(): 1-16 printable ASCII, no backslash, no leading/trailing space.
+_AE_TITLE = re.compile(r"(?=[^\\]*[^\s\\]+$)(?=^[^\s\\]+[^\\]*)[ -~]{1,16}")
+
+# XS src/main/java/org/nrg/xsync/components/XsyncSitePreferencesBean.java@024dea2
+# calculateIntervalInMillis: `<N> hour(s)|minute(s)`, at least 300000 ms.
+_XSYNC_INTERVAL = re.compile(r"^\s*(\d+)\s+(hour|minute)s?\s*$", re.IGNORECASE)
+
+
+def _xsync_status_time(value: Any) -> Any:
+    """ProjectSyncStatus renders its Dates with SimpleDateFormat("yyyy-MM-dd hh:mm:ss"): a
+    12-hour clock with no AM/PM (XS .../components/elements/ProjectSyncStatus.java@4043a29)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        value = dt.datetime.fromtimestamp(value / 1000)
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %I:%M:%S")
+    return value
+
+
 class Api:
     """Route table and handlers. One instance per stand-in; handlers run under ``state.lock``."""
 
@@ -192,19 +241,26 @@ class Api:
         a("GET", "/", self.root, anonymous=True, pre_init=True)
         # §6 sessions and alias tokens. Logging in works before initialisation (the admin must
         # log in to reach the setup page at all); everything else then gets the setup page.
+        # MONO web/src/main/java/org/nrg/xnat/restlet/XNATApplication.java attaches
+        # UserSession at "/JSESSION", which Restlet's old routing also matches by prefix
+        # (/data/JSESSIONID is what Xsync's credential check calls).
         a("POST", "/data/JSESSION", self.jsession, anonymous=True, pre_init=True)
+        a("GET", "/data/JSESSION", self.jsession, pre_init=True)
         a("GET", "/data/JSESSIONID", self.jsession, pre_init=True)
+        a("POST", "/data/JSESSIONID", self.jsession, pre_init=True)
         a("DELETE", "/data/JSESSION", self.jsession_delete, pre_init=True)
         a("GET", "/data/services/tokens/issue", self.token_issue)
         a("GET", "/data/services/tokens/issue/user/{username}", self.token_issue_user)
         a("GET", "/data/services/tokens/issue/{alias}/{secret}", self.token_refresh)
         a("GET", "/data/services/tokens/validate/{alias}/{secret}", self.token_validate)
         a("GET", "/data/services/tokens/invalidate/{alias}/{secret}", self.token_invalidate)
-        # §7 site configuration
+        # §7 site configuration. MONO web/src/main/resources/META-INF/xnat/security/
+        # configured-urls.yaml: initUrls /xapi/siteConfig, /xapi/siteConfig/initialized,
+        # /xapi/notifications/smtp; openUrls include /xapi/siteConfig/buildInfo (no login).
         a("GET", "/xapi/siteConfig", self.site_config_get, pre_init=True)
         a("POST", "/xapi/siteConfig", self.site_config_post, pre_init=True)
-        a("GET", "/xapi/siteConfig/initialized", self.initialized, anonymous=True, pre_init=True)
-        a("GET", "/xapi/siteConfig/buildInfo", self.build_info)
+        a("GET", "/xapi/siteConfig/initialized", self.initialized, pre_init=True)
+        a("GET", "/xapi/siteConfig/buildInfo", self.build_info, anonymous=True)
         a("GET", "/xapi/siteConfig/values/{keys}", self.site_config_values)
         a("GET", "/xapi/siteConfig/{key}", self.site_config_key_get)
         a("POST", "/xapi/siteConfig/{key}", self.site_config_key_post)
@@ -225,7 +281,7 @@ class Api:
         # §15 SMTP
         a("GET", "/xapi/notifications", self.notifications_get)
         a("POST", "/xapi/notifications", self.notifications_post)
-        a("GET", "/xapi/notifications/smtp", self.smtp_get)
+        a("GET", "/xapi/notifications/smtp", self.smtp_get, pre_init=True)
         a("POST", "/xapi/notifications/smtp", self.smtp_form_post)
         # §9 projects (also under /data/archive, like XNAT)
         p = "/data(?:/archive)?/projects"
@@ -276,18 +332,22 @@ class Api:
         a("GET", "/xapi/commands", self.commands_list)
         a("POST", "/xapi/commands", self.command_create)
         a("GET", "/xapi/commands/{cid}", self.command_get)
-        a("PUT", "/xapi/commands/{cid}", self.command_put)
+        # CS src/main/java/org/nrg/containers/rest/CommandRestApi.java: the update is
+        # `POST /commands/{id}` (ResponseEntity<Void>, 200); there is no PUT mapping.
+        a("POST", "/xapi/commands/{cid}", self.command_update)
         a("DELETE", "/xapi/commands/{cid}", self.command_delete)
         w = "/xapi/commands/{cid}/wrappers/{wrapper}"
         pw = "/xapi/projects/{pid}/commands/{cid}/wrappers/{wrapper}"
         a("GET", w + "/enabled", self.wrapper_enabled_get)
         a("PUT", w + "/{state}", self.wrapper_enabled_put)
-        a("GET", pw + "/enabled", self.wrapper_enabled_get)
+        a("GET", pw + "/enabled", self.project_wrapper_enabled_get)
         a("PUT", pw + "/{state}", self.wrapper_enabled_put)
         # §14 plugins
         a("GET", "/xapi/plugins", self.plugins_list)
         a("GET", "/xapi/plugins/{plugin}", self.plugin_get)
-        # §16 Xsync (404 unless constructed with xsync=True)
+        # §16 Xsync (404 unless constructed with xsync=True). There is no
+        # /xapi/xsync/status/projects/{p} in any plugin version (only syncStatus, below), so
+        # that path is unmapped: 404.
         x = {"xsync": True}
         a("GET", "/xapi/xsyncSitePreferences", self.xsync_prefs_get, **x)
         a("POST", "/xapi/xsyncSitePreferences", self.xsync_prefs_post, **x)
@@ -320,7 +380,8 @@ class Api:
 
     # -- authentication (xnat-facts.md §6) -----------------------------------------------------
     def authenticate(self, username: str, password: str) -> User | None:
-        """Basic auth: an enabled user's password, or a usable alias token's alias:secret."""
+        """Basic auth: an enabled user's password, or a usable alias token's alias:secret
+        (XNAT accepts an alias token as HTTP Basic credentials on every path)."""
         state = self.state
         user = state.users.get(username)
         if user is not None and user.password is not None:
@@ -349,6 +410,8 @@ class Api:
     def user_or_404(self, username: str) -> User:
         user = self.state.users.get(username)
         if user is None:
+            # MONO libs/xdat/.../security/user/exceptions/UserNotFoundException.java:
+            # @ResponseStatus(HttpStatus.NOT_FOUND)
             raise HttpError(404, f"No user {username}")
         return user
 
@@ -367,6 +430,15 @@ class Api:
         return user.username in project.members or project.accessibility != "private"
 
     @staticmethod
+    def can_edit(user: User | None, project: Project) -> bool:
+        """Edit permission: owners and members (collaborators only read)."""
+        if user is None:
+            return False
+        if user.is_admin or "ALL_DATA_ADMIN" in user.groups:
+            return True
+        return project.members.get(user.username) in ("owner", "member")
+
+    @staticmethod
     def can_own(user: User | None, project: Project) -> bool:
         if user is None:
             return False
@@ -380,6 +452,12 @@ class Api:
             raise HttpError(403, f"Owner access to {pid} required")
         return project
 
+    def _readable_project(self, req: Request, pid: str) -> Project:
+        project = self.project_or_404(pid)
+        if not self.can_read(req.user, project):
+            raise HttpError(403, f"No access to project {pid}")
+        return project
+
     # -- / ----------------------------------------------------------------------------------------
     def root(self, req: Request) -> Response:
         state = self.state
@@ -388,12 +466,15 @@ class Api:
         return _html_page(
             "XNAT stand-in",
             f"<p>name: {state.name}; emulated XNAT version: {state.version}; "
-            f"Xsync: {'yes' if state.xsync else 'no'}</p>",
+            f"profile: {state.profile}; Xsync: "
+            f"{state.xsync_build + ' build' if state.xsync else 'no'}</p>",
         )
 
     @staticmethod
     def setup_page() -> Response:
         # xnat-facts.md §6 "A JSON endpoint answering 200 with text/html is the setup/login page".
+        # MONO web/src/main/java/org/nrg/xnat/security/XnatInitCheckFilter.java redirects a
+        # logged-in user on a non-init path to /setup (admin) or the "Unconfigured" page.
         return _html_page(
             "XNAT Setup",
             "<h1>Site setup</h1><p>This site has not been initialised (initialized=false). "
@@ -470,7 +551,8 @@ class Api:
         coerced = {k: _coerce(config.get(k), v) for k, v in updates.items()}
         if "initialized" in coerced:
             coerced["initialized"] = _bool(coerced["initialized"], "initialized")
-        if coerced.get("initialized") and not config.get("initialized"):
+        initializing = bool(coerced.get("initialized")) and not config.get("initialized")
+        if initializing:
             # xnat-facts.md §6 step 3 / §4: siteId, siteUrl, adminEmail must be set to initialise.
             merged = {**config, **coerced}
             missing = [k for k in INIT_REQUIRED_KEYS if not str(merged.get(k) or "").strip()]
@@ -481,13 +563,29 @@ class Api:
         config.update(coerced)
         if initialized is not None:
             config["initialized"] = initialized
+        if initializing:
+            self.state.run_init_tasks()
 
     def site_config_get(self, req: Request) -> Response:
-        if req.user is None or not req.user.is_admin:
-            if not self.state.site_config.get("initialized"):
-                return json_response({})  # xnat-facts.md §6 step 2: `{}` to non-admins pre-init
-            raise HttpError(403, "Administrator access required")
-        return json_response(self.state.site_config)
+        # MONO web/src/main/java/org/nrg/xapi/rest/settings/SiteConfigApi.java
+        # getSiteConfigProperties: no restrictTo. Pre-init a non-admin gets
+        # Collections.emptyMap(); an admin's pre-init read sets a blank siteUrl from the request
+        # (`_preferences.setSiteUrl(XnatHttpUtils.getServerRoot(request))`). After init everyone
+        # gets the keys `_access.canRead(user, key)` allows: all for an admin, the "public" +
+        # "authenticated" lists of site-config-access.yaml for anyone else (200, never 403).
+        state = self.state
+        config = state.site_config
+        user = req.user
+        is_admin = user is not None and user.is_admin
+        if not config.get("initialized"):
+            if not is_admin:
+                return json_response({})
+            if not str(config.get("siteUrl") or "").strip():
+                config["siteUrl"] = req.server_root()
+        if is_admin:
+            return json_response({k: "" if v is None else v for k, v in config.items()})
+        readable = {k: v for k, v in config.items() if k in SITE_CONFIG_AUTHENTICATED_KEYS}
+        return json_response({k: "" if v is None else v for k, v in readable.items()})
 
     def site_config_post(self, req: Request) -> Response:
         self.require_admin(req)
@@ -498,10 +596,26 @@ class Api:
         self._apply_site_config(updates)
         return text_response("")
 
+    def _require_site_config_read(self, req: Request, keys: list[str]) -> None:
+        # MONO web/src/main/java/org/nrg/xapi/authorization/SiteConfigPreferenceXapiAuthorization
+        # .java: `{property}` and `values/{preferences}` GETs pass only if every key is readable
+        # (admin: all; others: site-config-access.yaml public + authenticated; `initialized` is
+        # in the admin list) -> 403 otherwise.
+        if req.user is not None and req.user.is_admin:
+            return
+        if not all(k in SITE_CONFIG_AUTHENTICATED_KEYS for k in keys):
+            raise HttpError(403, "Not authorized to access site configuration properties")
+
     def initialized(self, req: Request) -> Response:
+        # MONO SiteConfigApi `{property}` GET (restrictTo = Authorizer): `initialized` is in the
+        # admin-only list, so a non-admin gets 403. It is an init URL, not an open one: without
+        # credentials the answer is 401 (MONO XnatAuthenticationEntryPoint, non-browser agents).
+        self._require_site_config_read(req, ["initialized"])
         return json_response(bool(self.state.site_config.get("initialized")))
 
     def build_info(self, req: Request) -> Response:
+        # MONO web/src/main/java/org/nrg/xnat/services/XnatAppInfo.java: PROPERTY_VERSION =
+        # "version"; /xapi/siteConfig/buildInfo is an open URL.
         return json_response(
             {
                 "version": self.state.version,
@@ -512,15 +626,15 @@ class Api:
         )
 
     def site_config_values(self, req: Request, keys: str) -> Response:
-        self.require_admin(req)
         config = self.state.site_config
         wanted = [k.strip() for k in keys.split(",") if k.strip()]
+        self._require_site_config_read(req, wanted)
         return json_response({k: config[k] for k in wanted if k in config})
 
     def site_config_key_get(self, req: Request, key: str) -> Response:
-        self.require_admin(req)
+        self._require_site_config_read(req, [key])
         if key not in self.state.site_config:
-            raise HttpError(404, f"No preference {key}")
+            raise HttpError(404, f"No site configuration property named {key}")
         return json_response(self.state.site_config[key])
 
     def site_config_key_post(self, req: Request, key: str) -> Response:
@@ -563,7 +677,8 @@ class Api:
         if not username or not password:
             raise HttpError(400, "username and password are required for a local user")
         if username in self.state.users:
-            raise HttpError(409, f"User {username} already exists")  # §6 step 5: 409 exists
+            # MONO UsersApi.validateUser: ResourceAlreadyExistsException -> 409
+            raise HttpError(409, f"User {username} already exists")
         # The optional `admin` flag of the payload is ignored: roles come from /roles (§6 step 5).
         user = self.state.add_user(
             username,
@@ -577,30 +692,61 @@ class Api:
         return json_response(self._user_json(user), 201)
 
     def user_get(self, req: Request, u: str) -> Response:
-        return json_response(self._user_json(self._self_or_admin(req, u)))
+        # MONO web/src/main/java/org/nrg/xapi/rest/users/UsersApi.java getUser (same in
+        # NrgXnat/xnat-web src/main/java/org/nrg/xapi/rest/users/UsersApi.java@0f3878b):
+        # UserNotFoundException -> InitializationException, @ResponseStatus(INTERNAL_SERVER_ERROR):
+        # an unknown user is a 500, not a 404. The @Username authorization (self or admin) runs
+        # first, so a non-admin asking about someone else gets 403 either way.
+        if req.user is None or not (req.user.is_admin or req.user.username == u):
+            raise HttpError(403, "Not authorized to view this user")
+        user = self.state.users.get(u)
+        if user is None:
+            raise HttpError(500, f"An error occurred initializing the user {u}")
+        return json_response(self._user_json(user))
 
     def user_put(self, req: Request, u: str) -> Response:
-        user = self._self_or_admin(req, u)
+        # MONO UsersApi.updateUser: `{username}` PUT, restrictTo = Admin (self-service is
+        # PUT /xapi/users/update), consumes JSON. Blank strings are ignored, a non-blank password
+        # always marks the user dirty, other fields only when they differ; nothing dirty ->
+        # NotModifiedException, @ResponseStatus(NOT_MODIFIED): 304. Disabling a user
+        # deactivates all of the user's alias tokens.
+        self.require_admin(req)
+        user = self.user_or_404(u)
         body = req.json_object()
-        is_admin = req.user is not None and req.user.is_admin
-        if not is_admin and ({"enabled", "verified"} & body.keys()):
-            raise HttpError(403, "Administrator access required")
-        # xnat-facts.md §6 steps 4/7, §8: merge of password / flags / profile fields.
-        if "password" in body:
-            if not isinstance(body["password"], str) or not body["password"]:
-                raise HttpError(400, "password must be a non-empty string")
-            user.password = body["password"]
-        if "enabled" in body:
-            user.enabled = _bool(body["enabled"], "enabled")
-        if "verified" in body:
-            user.verified = _bool(body["verified"], "verified")
-        profile = (("email", "email"), ("firstName", "first_name"), ("lastName", "last_name"))
-        for key, attr in profile:
-            if key in body:
-                setattr(user, attr, str(body[key]))
+        if str(body.get("username") or "").strip() and body["username"] != u:
+            raise HttpError(400, "The username for the submitted user object must match")
+        dirty = False
+        email = str(body.get("email") or "").strip()
+        if email and email != user.email:
+            user.email = email
+            dirty = True
+        password = body.get("password")
+        if isinstance(password, str) and password.strip():
+            user.password = password
+            dirty = True
+        for key, attr in (("firstName", "first_name"), ("lastName", "last_name")):
+            value = str(body.get(key) or "").strip()
+            if value and value != getattr(user, attr):
+                setattr(user, attr, value)
+                dirty = True
+        if body.get("enabled") is not None:
+            enabled = _bool(body["enabled"], "enabled")
+            if enabled != user.enabled:
+                user.enabled = enabled
+                if not enabled:
+                    self.state.deactivate_tokens_of(u)
+                dirty = True
+        if body.get("verified") is not None:
+            verified = _bool(body["verified"], "verified")
+            if verified != user.verified:
+                user.verified = verified
+                dirty = True
+        if not dirty:
+            return empty_response(304)
         return json_response(self._user_json(user))
 
     def user_enabled(self, req: Request, u: str, flag: str) -> Response:
+        # MONO UsersApi.usersIdEnabledFlagPut: returns early (200) when unchanged.
         self.require_admin(req)
         self.user_or_404(u).enabled = _bool(flag, "enabled")  # xnat-facts.md §6 step 7
         return text_response("")
@@ -673,11 +819,84 @@ class Api:
         return text_response("")
 
     # -- §15 SMTP ----------------------------------------------------------------------------------
+    _AUTH = "mail.smtp.auth"
+    _STARTTLS = "mail.smtp.starttls.enable"
+    _SSL_TRUST = "mail.smtp.ssl.trust"
+
     def notifications_get(self, req: Request) -> Response:
         self.require_admin(req)
         return json_response({"smtpServer": json.dumps(self.state.smtp)})
 
+    @staticmethod
+    def _parse_smtp_server(server: dict[str, Any]) -> dict[str, Any]:
+        """Bind a JSON object into an SmtpServer (MONO
+        libs/xdat/src/main/java/org/nrg/xdat/preferences/SmtpServer.java): hostname, port,
+        protocol, username, password (null when left out), mailProperties (strings), and the
+        smtpAuth / smtpStartTls / smtpSslTrust setters, which write into the mail properties."""
+        props: dict[str, str] = {}
+        raw = server.get("mailProperties")
+        if isinstance(raw, dict):
+            props = {
+                str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in raw.items()
+            }
+        for key, prop in (
+            ("smtpAuth", Api._AUTH),
+            ("smtpStartTls", Api._STARTTLS),
+            ("smtpSslTrust", Api._SSL_TRUST),
+        ):
+            if server.get(key) is not None:
+                value = server[key]
+                props[prop] = str(value).lower() if isinstance(value, bool) else str(value)
+        port = server.get("port", 0)
+        if isinstance(port, str) and re.fullmatch(r"-?\d+", port.strip()):
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise HttpError(400, "port must be an integer")
+        fields: dict[str, Any] = {"port": port, "mailProperties": props}
+        for key in ("hostname", "protocol", "username", "password"):
+            value = server.get(key)
+            fields[key] = None if value is None else str(value)
+        return fields
+
+    def _store_smtp_server(self, posted: dict[str, Any]) -> None:
+        """NotificationsPreferences.setSmtpServer (MONO
+        libs/xdat/src/main/java/org/nrg/xdat/preferences/NotificationsPreferences.java).
+
+        With ``smtp_post_500`` (MONO's code): it sets hostname, port, protocol, username,
+        password, smtpAuth, smtpStartTls, smtpSslTrust one preference at a time;
+        AbstractPreferenceBean.set does `value.trim()` (libs/prefs/.../AbstractPreferenceBean.java),
+        so the first null value (a field left out; always smtpSslTrust when
+        mail.smtp.ssl.trust is not sent) throws a NullPointerException -> 500 with what came
+        before stored. Even with every field present, the last step, setSmtpMailProperties,
+        calls setSmtpServer(new SmtpServer(properties)) whose hostname is null: 500 again. The
+        other mail properties are never stored that way. Without the setting (a build whose
+        setters do not throw) the whole server is replaced, mail properties cleared and
+        replaced (SmtpServer.setMailProperties: `_mailProperties.clear()`), and the answer is 200.
+        """
+        smtp = self.state.smtp
+        stored_props: dict[str, str] = smtp.setdefault("mailProperties", {})
+        props = posted["mailProperties"]
+        if not self.state.smtp_post_500:
+            for key in ("hostname", "protocol", "username", "password"):
+                smtp[key] = posted[key] or ""
+            smtp["port"] = posted["port"]
+            smtp["mailProperties"] = dict(props)
+            return
+        for key in ("hostname", "port", "protocol", "username", "password"):
+            if posted[key] is None:
+                raise HttpError(500, "There was an error in the request : NullPointerException")
+            smtp[key] = posted[key]
+        stored_props[self._AUTH] = "true" if props.get(self._AUTH) == "true" else "false"
+        stored_props[self._STARTTLS] = "true" if props.get(self._STARTTLS) == "true" else "false"
+        if props.get(self._SSL_TRUST) is None:
+            raise HttpError(500, "There was an error in the request : NullPointerException")
+        stored_props[self._SSL_TRUST] = props[self._SSL_TRUST]
+        raise HttpError(500, "There was an error in the request : NullPointerException")
+
     def notifications_post(self, req: Request) -> Response:
+        # MONO web/src/main/java/org/nrg/xapi/rest/notifications/NotificationsApi.java
+        # setNotificationsProperties: `@RequestBody Properties`; `smtpServer` is deserialized
+        # into an SmtpServer (an unparsable one is logged and skipped: 200, nothing applied).
         self.require_admin(req)
         body = req.json_object()
         server = body.get("smtpServer")
@@ -687,17 +906,37 @@ class Api:
                 raise HttpError(400, "smtpServer must be a JSON string")
             try:
                 parsed = json.loads(server)
-            except ValueError as exc:
-                raise HttpError(400, "smtpServer is not valid JSON") from exc
-            if not isinstance(parsed, dict):
-                raise HttpError(400, "smtpServer must encode a JSON object")
-            self.state.smtp = parsed
-        # xnat-facts.md §15 quirk: the JSON call APPLIES and still answers 500.
-        raise HttpError(500, "Internal Server Error")
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                self._store_smtp_server(self._parse_smtp_server(parsed))
+        return empty_response(200)
 
     def smtp_get(self, req: Request) -> Response:
+        # MONO NotificationsApi.getSmtpServerProperties -> SmtpServer.asProperties(): a flat map
+        # of strings; blank hostname/protocol/username/password are LEFT OUT
+        # (`if (StringUtils.isNotBlank(_username))`), port is `Integer.toString(_port)`, and the
+        # mail properties are top-level keys. They come from
+        # NotificationsPreferences.getSmtpMailProperties(): the stored smtpMailProperties plus,
+        # only `if (getSmtpAuth())`, mail.smtp.auth=true, mail.smtp.starttls.enable=true (when on)
+        # and mail.smtp.ssl.trust (when not blank). A stored password is returned as stored.
         self.require_admin(req)
-        return json_response(self.state.smtp)  # §15: password included as stored, like XNAT
+        smtp = self.state.smtp
+        out: dict[str, str] = {}
+        for key in ("hostname", "protocol", "username", "password"):
+            if str(smtp.get(key) or "").strip():
+                out[key] = str(smtp[key])
+        out["port"] = str(smtp.get("port", 25))
+        props = smtp.get("mailProperties") or {}
+        derived = (self._AUTH, self._STARTTLS, self._SSL_TRUST)
+        out.update({k: str(v) for k, v in props.items() if k not in derived})
+        if str(props.get(self._AUTH, "")).lower() == "true":
+            out[self._AUTH] = "true"
+            if str(props.get(self._STARTTLS, "")).lower() == "true":
+                out[self._STARTTLS] = "true"
+            if str(props.get(self._SSL_TRUST) or "").strip():
+                out[self._SSL_TRUST] = str(props[self._SSL_TRUST])
+        return json_response(out)
 
     def smtp_form_post(self, req: Request) -> Response:
         self.require_admin(req)
@@ -761,6 +1000,14 @@ class Api:
             secondary_id=values["secondary_ID"] or values["ID"],
             description=values["description"],
         )
+        # MONO web/.../restlet/resources/ProjectListResource.java passes
+        # getQueryVariable("accessibility") to BaseXnatProjectdata.createProject, which
+        # (NrgXnat/xnat-web BaseXnatProjectdata.java@542ad92) does
+        # `StringUtils.defaultIfBlank(accessibility, "protected")`: without ?accessibility= a new
+        # project is PROTECTED (listed, its member list readable) until it is changed.
+        wanted = req.query.get("accessibility", "").strip().lower()
+        known = ("private", "protected", "public")
+        project.accessibility = wanted if wanted in known else "protected"
         if req.user is not None:
             project.members[req.user.username] = "owner"  # the creator becomes an Owner
         self.state.projects[project.id] = project
@@ -792,12 +1039,6 @@ class Api:
         existing.secondary_id = values["secondary_ID"] or existing.secondary_id
         existing.description = values["description"]
         return text_response(pid)
-
-    def _readable_project(self, req: Request, pid: str) -> Project:
-        project = self.project_or_404(pid)
-        if not self.can_read(req.user, project):
-            raise HttpError(403, f"No access to project {pid}")
-        return project
 
     def project_get(self, req: Request, pid: str) -> Response:
         project = self._readable_project(req, pid)
@@ -836,45 +1077,103 @@ class Api:
         project.prearchive_code = int(code)
         return text_response("")
 
-    def project_users(self, req: Request, pid: str) -> Response:
-        project = self.project_or_404(pid)
-        user = req.user
-        member = user is not None and user.username in project.members
-        if not (member or (user is not None and (user.is_admin or user.groups))):
-            raise HttpError(403, f"No access to project {pid}")
+    def _member_rows(self, project: Project, *, hidden: bool = False) -> list[dict[str, Any]]:
         display = {v: k for k, v in LEVEL_BY_PATH.items()}
         rows = []
         for username, level in sorted(project.members.items()):
-            u = self.state.users[username]
+            u = self.state.users.get(username)
+            # MONO web/src/main/java/org/nrg/xnat/restlet/resources/ProjectUserListResource.java:
+            # `if(!_displayHiddenUsers){ query.append(" and enabled = 1 "); }`: disabled
+            # members are not listed.
+            if u is None or not (u.enabled or hidden):
+                continue
             rows.append(
                 {
-                    "login": username,
-                    "GROUP_ID": f"{pid}_{level}",  # xnat-facts.md §9 / §16.4: Xsync parses this
+                    "GROUP_ID": f"{project.id}_{level}",  # xnat-facts.md §9 / §16.4 (Xsync)
                     "displayname": display[level],
+                    "login": username,
                     "firstname": u.first_name,
                     "lastname": u.last_name,
                     "email": u.email,
-                    "xdat_user_id": str(u.xdat_user_id),
                 }
             )
+        # `ORDER BY g.id DESC`
+        rows.sort(key=lambda r: str(r["GROUP_ID"]), reverse=True)
+        return rows
+
+    def _member_table(self, project: Project, *, hidden: bool = False) -> Response:
+        rows = self._member_rows(project, hidden=hidden)
         return json_response({"ResultSet": {"Result": rows, "totalRecords": str(len(rows))}})
 
+    def project_users(self, req: Request, pid: str) -> Response:
+        # MONO ProjectUserListResource: the project is looked up with the user's rights
+        # (XnatProjectdata.getProjectByIDorAlias(projectId, user, false)): a project the user
+        # cannot see is "not a valid project ID" -> 404. Then `Roles.isSiteAdmin(user) ||
+        # Permissions.canEdit(user, _project) || isWhitelisted(projectId) ||
+        # !restrictUserListAccessToAdmins()` else 403. This is also what Xsync's credential
+        # save reads with the alias token.
+        project = self.state.projects.get(pid)
+        if project is None or not self.can_read(req.user, project):
+            raise HttpError(
+                404,
+                f"The project ID {pid} does not appear to be a valid project ID. "
+                "Please verify your information.",
+            )
+        user = req.user
+        restricted = bool(self.state.site_config.get("restrictUserListAccessToAdmins"))
+        if restricted and not self.can_edit(user, project):
+            raise HttpError(403, "Access Denied: Only project owners and site managers can access")
+        hidden = str(req.query.get("DISPLAY_HIDDEN_USERS", "")).lower() == "true"
+        return self._member_table(project, hidden=hidden)
+
+    def _group_level(self, pid: str, group: str) -> str:
+        """MONO web/src/main/java/org/nrg/xnat/restlet/resources/ProjectMemberResource.java
+        findGroup: the group id, `{project}_{group}`, or the display name (Owners, ...)."""
+        levels = set(LEVEL_BY_PATH.values())
+        if group in LEVEL_BY_PATH:
+            return LEVEL_BY_PATH[group]
+        if group in levels:
+            return group
+        if group.startswith(pid + "_") and group[len(pid) + 1 :] in levels:
+            return group[len(pid) + 1 :]
+        raise HttpError(404, f"{pid}: {group}")
+
+    def _find_member(self, user_id: str) -> User | None:
+        user = self.state.users.get(user_id)
+        if user is None:
+            user = next((u for u in self.state.users.values() if u.email == user_id), None)
+        return user
+
     def project_user_put(self, req: Request, pid: str, level: str, username: str) -> Response:
-        project = self.owned_project(req, pid)
-        if level not in LEVEL_BY_PATH:
-            raise HttpError(400, "level must be Owners, Members or Collaborators")
-        self.user_or_404(username)  # brief: 404 unknown user
-        project.members[username] = LEVEL_BY_PATH[level]
-        return text_response("")
+        # MONO ProjectMemberResource: an unknown user id goes into `_unknown`;
+        # handlePut calls inviteUnknownUsers (an e-mail invitation, unless
+        # securityExternalUserParDisabled) and answers 200 with the member table: no 404 and
+        # no member added. The guest account answers 412. Groups.addUserToGroup moves a member
+        # out of the project's other group (libs/xdat/.../security/UserGroupManager.java).
+        project = self.project_or_404(pid)
+        group = self._group_level(pid, level)
+        if not self.can_own(req.user, project):
+            raise HttpError(403, f"Owner access to {pid} required")
+        user = self._find_member(username)
+        if user is None:
+            if not self.state.site_config.get("securityExternalUserParDisabled"):
+                self.state.project_invitations.append((pid, f"{pid}_{group}", username))
+            return self._member_table(project)
+        if user.username == "guest":
+            raise HttpError(412, "The guest user cannot be added to a project")
+        project.members[user.username] = group
+        return self._member_table(project)
 
     def project_user_delete(self, req: Request, pid: str, level: str, username: str) -> Response:
-        project = self.owned_project(req, pid)
-        if level not in LEVEL_BY_PATH:
-            raise HttpError(400, "level must be Owners, Members or Collaborators")
-        self.user_or_404(username)
-        if project.members.get(username) == LEVEL_BY_PATH[level]:
-            del project.members[username]
-        return text_response("")
+        # MONO ProjectMemberResource.handleDelete: an unknown user is simply not removed (200).
+        project = self.project_or_404(pid)
+        group = self._group_level(pid, level)
+        if not self.can_own(req.user, project):
+            raise HttpError(403, f"Owner access to {pid} required")
+        user = self._find_member(username)
+        if user is not None and project.members.get(user.username) == group:
+            del project.members[user.username]
+        return self._member_table(project)
 
     # -- §10 DICOM SCP receivers -------------------------------------------------------------------
     def _receiver(self, rid: str) -> dict[str, Any]:
@@ -884,55 +1183,145 @@ class Api:
         return receiver
 
     @staticmethod
+    def _receiver_json(receiver: dict[str, Any]) -> dict[str, Any]:
+        return _non_null(receiver)
+
+    @staticmethod
     def _receiver_fields(body: dict[str, Any]) -> dict[str, Any]:
-        # Only DicomSCPInstance fields are kept (xnat-facts.md §10): `whitelistText` is dropped.
+        # Only DicomSCPInstance fields are bound; unknown keys such as `whitelistText` are ignored
+        # (MONO SerializerConfig leaves FAIL_ON_UNKNOWN_PROPERTIES off). Jackson coerces
+        # "true"/"8104" strings; anything else is an HttpMessageNotReadableException (400).
         fields = {k: v for k, v in body.items() if k in RECEIVER_DEFAULTS}
-        for key in ("enabled", "customProcessing", "directArchive", "anonymizationEnabled"):
+        for key in (
+            "enabled",
+            "customProcessing",
+            "directArchive",
+            "anonymizationEnabled",
+            "whitelistEnabled",
+            "routingExpressionsEnabled",
+        ):
             if key in fields:
-                fields[key] = _bool(fields[key], key)
+                fields[key] = False if fields[key] is None else _bool(fields[key], key)
         if "port" in fields:
-            if isinstance(fields["port"], str) and fields["port"].isdigit():
-                fields["port"] = int(fields["port"])
-            if not isinstance(fields["port"], int) or isinstance(fields["port"], bool):
+            port = fields["port"]
+            if port is None:
+                port = 0
+            if isinstance(port, str) and port.strip().isdigit():
+                port = int(port)
+            if not isinstance(port, int) or isinstance(port, bool):
                 raise HttpError(400, "port must be an integer")
+            fields["port"] = port
+        if "whitelist" in fields:
+            wl = fields["whitelist"]
+            if wl is None:
+                wl = []  # DicomSCPInstance.setWhitelist: null -> empty list
+            if not isinstance(wl, list):
+                raise HttpError(400, "whitelist must be a list of strings")
+            fields["whitelist"] = [str(item) for item in wl]
+        for key in ("aeTitle", "identifier", "fileNamer"):
+            if fields.get(key) is not None:
+                fields[key] = str(fields[key])
         return fields
 
+    @staticmethod
+    def _valid_ip(item: str) -> bool:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return False
+        return True
+
+    def _save_receiver(self, instance: dict[str, Any], rid: int | None) -> dict[str, Any]:
+        """MONO web/src/main/java/org/nrg/dcm/scp/DicomSCPManager.java saveDicomSCPInstance,
+        in its order: unknown identifier (incl. null) -> DicomScpUnknownDOIException, 400;
+        `AE_TITLE_PATTERN.matcher(aeTitle)` on a null title -> NullPointerException, 500; a bad
+        title -> DicomScpInvalidAeTitleException, 400; another receiver (enabled or not) with the
+        same AE title AND port -> DICOMReceiverWithDuplicateTitleAndPortException, 400 (not 409);
+        a bad whitelist item (AE, IP/CIDR or AE@IP) -> 400. The port is not checked (0 is
+        stored) and a different AE on the same port is accepted (the duplicate-port trap)."""
+        if instance.get("identifier") not in self.state.dicom_object_identifiers:
+            raise HttpError(400, f"Unknown DICOM object identifier: {instance.get('identifier')}")
+        ae = instance.get("aeTitle")
+        if ae is None:
+            raise HttpError(500, "There was an error in the request : NullPointerException")
+        if not _AE_TITLE.fullmatch(ae):
+            raise HttpError(400, f"Invalid AE-title: {ae}")
+        for other_id, other in self.state.receivers.items():
+            if other_id != rid and other["aeTitle"] == ae and other["port"] == instance["port"]:
+                raise HttpError(
+                    400,
+                    f"There is already a DICOM SCP receiver with AE title {ae} "
+                    f"and port {instance['port']}",
+                )
+        whitelist: list[str] = []
+        for item in instance.get("whitelist") or []:
+            if not item.strip():
+                continue
+            parts = item.split("@")
+            if len(parts) == 2:
+                ok = self._valid_ip(parts[1]) and bool(_AE_TITLE.fullmatch(parts[0]))
+            elif len(parts) == 1:
+                ok = self._valid_ip(item) or bool(_AE_TITLE.fullmatch(item))
+            else:
+                ok = False
+            if not ok:
+                raise HttpError(400, f"Invalid item in whitelist: {item}")
+            if item not in whitelist:
+                whitelist.append(item)  # stored as a Set: duplicates dropped
+        instance["whitelist"] = whitelist
+        if rid is None:
+            rid = self.state.next_id("receiver")
+        instance["id"] = rid
+        instance["timestamp"] = now_ms()
+        self.state.receivers[rid] = instance
+        return instance
+
     def scp_list(self, req: Request) -> Response:
-        return json_response([self.state.receivers[k] for k in sorted(self.state.receivers)])
+        receivers = self.state.receivers
+        return json_response([self._receiver_json(receivers[k]) for k in sorted(receivers)])
 
     def scp_create(self, req: Request) -> Response:
+        # MONO web/src/main/java/org/nrg/xapi/rest/dicom/DicomSCPApi.java createDicomSCPInstance:
+        # `@RequestBody DicomSCPInstance` (a fresh instance: class defaults for what is left
+        # out, no identifier!) -> saveDicomSCPInstance.
         self.require_admin(req)
-        fields = self._receiver_fields(req.json_object())
-        receiver = {**RECEIVER_DEFAULTS, **fields}
-        if not receiver["aeTitle"] or not receiver["port"]:
-            raise HttpError(400, "aeTitle and port are required")
-        for other in self.state.receivers.values():
-            # xnat-facts.md §10: 409 only when an ENABLED receiver has the same AE AND port;
-            # another AE on the same port is silently accepted (duplicate-port trap).
-            same = other["aeTitle"] == receiver["aeTitle"] and other["port"] == receiver["port"]
-            if same and other["enabled"]:
-                raise HttpError(409, f"A receiver {receiver['aeTitle']}:{receiver['port']} exists")
-        rid = self.state.next_id("receiver")
-        receiver.update(id=rid, created=now_ms(), timestamp=now_ms())
-        self.state.receivers[rid] = receiver
-        return json_response(receiver)
+        instance = {
+            **RECEIVER_DEFAULTS,
+            "whitelist": [],
+            **self._receiver_fields(req.json_object()),
+        }
+        instance["created"] = now_ms()
+        saved = self._save_receiver(instance, None)
+        return json_response(self._receiver_json(saved))
 
     def scp_by_title(self, req: Request, ae: str, port: str) -> Response:
+        self.require_admin(req)
         for receiver in self.state.receivers.values():
             if receiver["aeTitle"] == ae and str(receiver["port"]) == port:
-                return json_response(receiver)
+                return json_response(self._receiver_json(receiver))
         raise HttpError(404, f"No receiver {ae}:{port}")
 
     def scp_get(self, req: Request, rid: str) -> Response:
-        return json_response(self._receiver(rid))
+        self.require_admin(req)
+        return json_response(self._receiver_json(self._receiver(rid)))
 
     def scp_put(self, req: Request, rid: str) -> Response:
         self.require_admin(req)
-        receiver = self._receiver(rid)
-        # xnat-facts.md §10: PUT MERGES the body into the stored object.
-        receiver.update(self._receiver_fields(req.json_object()))
-        receiver["timestamp"] = now_ms()
-        return json_response(receiver)
+        existing = self._receiver(rid)
+        fields = self._receiver_fields(req.json_object())
+        if self.state.dicomscp_put_merge:
+            # NrgXnat/xnat-web src/main/java/org/nrg/xapi/rest/dicom/DicomSCPApi.java@bff1f28:
+            # `_objectMapper.readerForUpdating(existing).readValue(instanceJson)`: a merge.
+            instance = {**existing, "whitelist": list(existing["whitelist"]), **fields}
+        else:
+            # MONO DicomSCPApi.updateDicomSCPInstance: `@RequestBody final DicomSCPInstance
+            # instance` ... `instance.setId(id); return _manager.saveDicomSCPInstance(instance);`
+            # The body alone is the new receiver: what it leaves out is null/0/the class default
+            # (enabled and anonymizationEnabled back to true, no identifier, port 0).
+            instance = {**RECEIVER_DEFAULTS, "whitelist": [], **fields}
+            instance["created"] = existing.get("created")
+        saved = self._save_receiver(instance, int(existing["id"]))
+        return json_response(self._receiver_json(saved))
 
     def scp_delete(self, req: Request, rid: str) -> Response:
         self.require_admin(req)
@@ -940,92 +1329,159 @@ class Api:
         return text_response("")
 
     def scp_enabled_get(self, req: Request, rid: str) -> Response:
+        self.require_admin(req)
         return json_response(bool(self._receiver(rid)["enabled"]))
 
     def scp_enabled_put(self, req: Request, rid: str, flag: str) -> Response:
         self.require_admin(req)
         receiver = self._receiver(rid)
         receiver["enabled"] = _bool(flag, "enabled")
-        return json_response(receiver)
+        return json_response(self._receiver_json(receiver))
 
     # -- §11 anonymization -------------------------------------------------------------------------
+    # The site and each project script are ONE config-service entry each (contents + status).
+    # MONO libs/config/src/main/java/org/nrg/config/services/impl/DefaultConfigService.java:
+    # getConfigContents answers the contents only `StringUtils.equals(configuration.getStatus(),
+    # ENABLED_STRING)`, and replaceConfig without a status "presume[s] ... it should be enabled".
+    # The site entry is mirrored in siteConfig `sitewideAnonymizationScript` +
+    # `enableSitewideAnonymizationScript` (MONO AnonymizationHandlerMethod re-applies the flag).
     @staticmethod
     def _enable_param(req: Request) -> bool:
         return _bool(req.query.get("enable", "true"), "enable")  # §11: query param, default true
+
+    @staticmethod
+    def _require_content_type(req: Request, wanted: str) -> None:
+        # Spring 4.3 `consumes = ...`: another (or no) Content-Type is not matched -> 415, before
+        # any authorization or lookup (a request without one counts as application/octet-stream).
+        if req.content_type != wanted:
+            shown = req.content_type or "application/octet-stream"
+            raise HttpError(415, f"Content type '{shown}' not supported")
 
     def anon_default(self, req: Request) -> Response:
         return text_response(DEFAULT_ANON_SCRIPT)
 
     def anon_site_get(self, req: Request) -> Response:
-        self.require_admin(req)
-        return text_response(str(self.state.site_config.get("sitewideAnonymizationScript") or ""))
+        # MONO web/src/main/java/org/nrg/xapi/rest/dicom/AnonymizeApi.java getSiteWideAnonScript
+        # (restrictTo = Authenticated) -> AnonUtils.getSiteWideScript() -> getConfigContents:
+        # null while the script is disabled, i.e. 200 with an empty body.
+        config = self.state.site_config
+        if not config.get("enableSitewideAnonymizationScript"):
+            return text_response("")
+        return text_response(str(config.get("sitewideAnonymizationScript") or ""))
 
     def anon_site_put(self, req: Request) -> Response:
+        # AnonymizeApi `site` PUT: consumes = TEXT_PLAIN_VALUE, restrictTo = Admin.
+        self._require_content_type(req, "text/plain")
         self.require_admin(req)
-        # xnat-facts.md §11: mirrored in siteConfig `sitewideAnonymizationScript`.
-        self.state.site_config["sitewideAnonymizationScript"] = req.text()
+        config = self.state.site_config
+        config["sitewideAnonymizationScript"] = req.text()
+        if self.state.site_anon_put_reenables:
+            # NrgXnat/xnat-web src/main/java/org/nrg/xapi/rest/dicom/AnonymizeApi.java@029e28c:
+            # `_anonUtils.setSiteWideScript(...)` -> replaceConfig without a status -> enabled.
+            config["enableSitewideAnonymizationScript"] = True
+        # else MONO: `_preferences.setSitewideAnonymizationScript(script)`; the handler stores
+        # the script and re-applies the enable preference, so the flag stays as it was.
         return text_response("")
 
     def anon_site_enabled_get(self, req: Request) -> Response:
-        self.require_admin(req)
         return json_response(bool(self.state.site_config.get("enableSitewideAnonymizationScript")))
 
     def anon_site_enabled_put(self, req: Request) -> Response:
+        # MONO AnonymizeApi (and NrgXnat/xnat-web AnonymizeApi.java@029e28c):
+        # `value = "site/enabled", consumes = APPLICATION_JSON_VALUE, method = PUT`; the value is
+        # the `enable` request parameter (default true), the body may be empty.
+        self._require_content_type(req, JSON)
         self.require_admin(req)
         self.state.site_config["enableSitewideAnonymizationScript"] = self._enable_param(req)
         return text_response("")
 
     def anon_project_get(self, req: Request, pid: str) -> Response:
-        project = self.owned_project(req, pid)
-        if project.anon_script is None:
-            return Response(204)  # xnat-facts.md §11: GET 204 when no script
+        # MONO AnonymizeApi.getProjectAnonScript (restrictTo = Read): a blank script ->
+        # NoContentException (204). getProjectScript goes through getConfigContents, so a
+        # DISABLED script also reads as none: 204.
+        project = self._readable_project(req, pid)
+        if not project.anon_script or not project.anon_enabled:
+            return Response(204, b"", None)
         return text_response(project.anon_script)
 
     def anon_project_put(self, req: Request, pid: str) -> Response:
-        self.owned_project(req, pid).anon_script = req.text()
+        # MONO AnonymizeApi.setProjectAnonScript (consumes TEXT_PLAIN, restrictTo = Delete) ->
+        # DefaultAnonUtils.setProjectScript -> `_configService.replaceConfig(login, "", ...,
+        # script, Scope.Project, projectId)` with no status: every write re-enables the script.
+        self._require_content_type(req, "text/plain")
+        project = self.owned_project(req, pid)
+        project.anon_script = req.text()
+        project.anon_enabled = True
         return text_response("")
 
     def anon_project_enabled_get(self, req: Request, pid: str) -> Response:
-        return json_response(self.owned_project(req, pid).anon_enabled)
+        project = self._readable_project(req, pid)
+        return json_response(project.anon_script is not None and project.anon_enabled)
 
     def anon_project_enabled_put(self, req: Request, pid: str) -> Response:
-        self.owned_project(req, pid).anon_enabled = self._enable_param(req)
+        # MONO AnonymizeApi `projects/{projectId}/enabled`: consumes = APPLICATION_JSON_VALUE
+        # (415 otherwise). DefaultConfigService.setStatusImpl on a project that never had a
+        # script: ConfigServiceException("Couldn't find the site configuration ...") -> 500.
+        self._require_content_type(req, JSON)
+        project = self.owned_project(req, pid)
+        if project.anon_script is None:
+            raise HttpError(
+                500,
+                "An error occurred when accessing the configuration service: Couldn't find the "
+                f"site configuration for tool anon and path projects/{pid} with scope Project",
+            )
+        project.anon_enabled = self._enable_param(req)
         return text_response("")
 
     # -- §12 event service -------------------------------------------------------------------------
+    # MONO web/src/main/java/org/nrg/xnat/eventservice/services/impl/EventServiceImpl.java:
+    # create, update, delete and get-by-id call throwIfDisabled() ->
+    # SubscriptionAccessException("Event Service disabled."), @ResponseStatus(METHOD_NOT_ALLOWED)
+    # (web/.../eventservice/exceptions/SubscriptionAccessException.java): 405.
     def _subscription(self, sid: str) -> dict[str, Any]:
         sub = self.state.subscriptions.get(int(sid)) if sid.isdigit() else None
         if sub is None:
             raise HttpError(404, f"No subscription {sid}")
         return sub
 
+    def _require_event_service(self) -> None:
+        if not self.state.events_prefs.get("enabled"):
+            raise HttpError(405, "Event Service disabled.")  # xnat-facts.md §12
+
     def events_prefs_get(self, req: Request) -> Response:
-        self.require_admin(req)
+        # MONO web/.../eventservice/rest/EventServiceRestApi.java: GET restrictTo = Authenticated
         return json_response(self.state.events_prefs)
 
     def events_prefs_put(self, req: Request) -> Response:
+        # EventServiceRestApi.updatePrefs: `@RequestBody EventServicePrefs`,
+        # ResponseEntity.ok().build() (no body).
         self.require_admin(req)
         body = req.json_object()
         if "enabled" in body:
             body["enabled"] = _bool(body["enabled"], "enabled")
         self.state.events_prefs.update(body)
-        return json_response(self.state.events_prefs)
+        return empty_response(200)
 
     def subscriptions_list(self, req: Request) -> Response:
+        # EventServiceImpl.getSubscriptions(): `if (!prefs.getEnabled()) { return null; }`, which
+        # Spring writes as 200 with an EMPTY body (not `[]`).
         self.require_admin(req)
+        if not self.state.events_prefs.get("enabled"):
+            return empty_response(200)
         subs = self.state.subscriptions
         return json_response([subs[k] for k in sorted(subs)])
 
     def subscription_create(self, req: Request, pid: str | None = None) -> Response:
-        self.require_admin(req)
-        if not self.state.events_prefs.get("enabled"):
-            raise HttpError(405, "Event Service disabled.")  # xnat-facts.md §12
+        if pid is None:
+            self.require_admin(req)
+        else:
+            self.owned_project(req, pid)  # restrictTo = Delete on the project
         body = req.json_object()
+        self._require_event_service()
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise HttpError(400, "Subscription name is required")
         if pid is not None:  # §12 per-project create
-            self.project_or_404(pid)
             event_filter = dict(body.get("event-filter") or {})
             event_filter["project-ids"] = [pid]
             body["event-filter"] = event_filter
@@ -1042,55 +1498,69 @@ class Api:
             }
         )
         self.state.subscriptions[sid] = body
-        return text_response(f"{name}:{sid}", 201)  # §12 quirk: plain-text "{name}:{id}"
+        # EventServiceRestApi.createSubscription: `created.name() + ":" + created.id()`, 201.
+        return text_response(f"{name}:{sid}", 201)
 
     def subscription_get(self, req: Request, sid: str) -> Response:
         self.require_admin(req)
+        self._require_event_service()
         return json_response(self._subscription(sid))
 
     def subscription_put(self, req: Request, sid: str) -> Response:
+        # EventServiceRestApi.updateSubscription: getSubscription + updateSubscription (both
+        # 405 while disabled), `@RequestBody SubscriptionUpdate`, ResponseEntity.ok().build().
         self.require_admin(req)
+        self._require_event_service()
         sub = self._subscription(sid)
         body = req.json_object()
         for key in ("id", "subscription-owner", "created"):  # server-owned fields
             body.pop(key, None)
-        sub.update(body)
-        return json_response(sub)
+        sub.update({k: v for k, v in body.items() if v is not None})
+        return empty_response(200)
 
     def subscription_delete(self, req: Request, sid: str) -> Response:
         self.require_admin(req)
+        self._require_event_service()
         self.state.subscriptions.pop(int(self._subscription(sid)["id"]))
-        return Response(204)
+        return Response(204, b"", None)  # ResponseEntity.noContent()
 
     def subscription_activate(self, req: Request, sid: str, action: str) -> Response:
         self.require_admin(req)
         if action not in ("activate", "deactivate"):
             raise HttpError(404, "Not found")
         self._subscription(sid)["active"] = action == "activate"
-        return text_response("")
+        return empty_response(200)
 
     # -- §13 container service ---------------------------------------------------------------------
-    def require_container_manager(self, req: Request) -> None:
+    def is_container_manager(self, req: Request) -> bool:
+        # CS src/main/java/org/nrg/containers/utils/ContainerServicePermissionUtils.java
+        # isContainerManager: `Roles.checkRole(userI, CONTAINER_MANAGER_ROLE)`: no admin bypass.
         user = req.user
         roles = set(user.roles) if user else set()
-        allowed = {"ContainerManager"}
-        if not self.state.commands_require_container_manager:
-            allowed.add("Administrator")
-        if not roles & allowed:
-            # xnat-facts.md §8 / §13: ContainerManager role required (CS >= 3.7.0), else 403.
-            raise HttpError(403, "The ContainerManager role is required")
+        if not self.state.commands_require_container_manager and "Administrator" in roles:
+            return True
+        return "ContainerManager" in roles
+
+    def require_container_manager(self, req: Request, *, status: int = 403) -> None:
+        # 403: @AuthDelegate(ContainerManagerUserAuthorization.class) (site wrapper and docker
+        # mappings). 401: CommandRestApi.checkContainerManagerOrThrow -> UnauthorizedException,
+        # @ResponseStatus(UNAUTHORIZED) (command create/update/delete).
+        if not self.is_container_manager(req):
+            raise HttpError(status, f"User {req.username} is not a Container Manager.")
 
     def docker_get(self, req: Request) -> Response:
-        self.require_admin(req)
+        # CS src/main/java/org/nrg/containers/rest/DockerRestApi.java: `/server` GET has no
+        # restriction; POST is @AuthDelegate(ContainerManagerUserAuthorization), 201.
         return json_response(self.state.docker_server)
 
     def docker_post(self, req: Request) -> Response:
-        self.require_admin(req)
+        self.require_container_manager(req)
         body = req.json_object()
         if not body.get("host"):
             raise HttpError(400, "host is required")
+        body.pop("ping", None)  # DockerServerWithPing's echo: an unknown property, ignored
         self.state.docker_server = {**body, "id": 1}
-        return json_response(self.state.docker_server)
+        return json_response(self.state.docker_server, 201)
 
     def docker_ping(self, req: Request) -> Response:
         return text_response("OK")
@@ -1111,39 +1581,48 @@ class Api:
             wrapper["id"] = self.state.next_id("wrapper")  # server assigns wrapper ids
         return body
 
+    def _visible(self, req: Request, command: dict[str, Any]) -> bool:
+        # CommandRestApi.filter: a non-manager sees public and protected commands only.
+        if self.is_container_manager(req):
+            return True
+        return str(command.get("visibility") or "").lower() in ("public", "protected")
+
     def commands_list(self, req: Request) -> Response:
-        self.require_container_manager(req)
+        # CommandRestApi.getCommands: no role needed; the list is filtered for non-managers.
         commands = [self.state.commands[k] for k in sorted(self.state.commands)]
         if "name" in req.query:
             commands = [c for c in commands if c.get("name") == req.query["name"]]
-        return json_response(commands)
+        return json_response([c for c in commands if self._visible(req, c)])
 
     def command_create(self, req: Request) -> Response:
-        self.require_container_manager(req)
+        self.require_container_manager(req, status=401)
         body = self._validated_command(req)
         cid = self.state.next_id("command")
         body["id"] = cid
         self.state.commands[cid] = body
-        return text_response(str(cid), 201)  # xnat-facts.md §13: body = bare numeric id
+        # CommandRestApi.createCommand: ResponseEntity<Long>(created.id(), CREATED) (§13)
+        return Response(201, str(cid).encode(), JSON)
 
     def command_get(self, req: Request, cid: str) -> Response:
-        self.require_container_manager(req)
-        return json_response(self._command(cid))
+        command = self._command(cid)
+        if not self._visible(req, command):
+            return empty_response(200)  # filter(...) -> null
+        return json_response(command)
 
-    def command_put(self, req: Request, cid: str) -> Response:
-        self.require_container_manager(req)
+    def command_update(self, req: Request, cid: str) -> Response:
+        self.require_container_manager(req, status=401)
         old = self._command(cid)
         body = self._validated_command(req)  # xnat-facts.md §13: update is a full replace
         body["id"] = old["id"]
         self.state.commands[old["id"]] = body
-        return json_response(body)
+        return empty_response(200)
 
     def command_delete(self, req: Request, cid: str) -> Response:
-        self.require_container_manager(req)
-        # xnat-facts.md §13 quirk: deleting a missing command reports success.
+        self.require_container_manager(req, status=401)
+        # xnat-facts.md §13 quirk: deleting a missing command reports success (204).
         if cid.isdigit():
             self.state.commands.pop(int(cid), None)
-        return Response(204)
+        return Response(204, b"", None)
 
     def _wrapper_key(self, cid: str, wrapper: str) -> tuple[int, str]:
         command = self._command(cid)
@@ -1152,34 +1631,61 @@ class Api:
                 return command["id"], w["name"]
         raise HttpError(404, f"No wrapper {wrapper} in command {cid}")
 
-    def _wrapper_set(self, req: Request, pid: str | None) -> set[tuple[int, str]]:
-        if pid is None:
-            return self.state.wrappers_enabled
-        return self.owned_project(req, pid).wrappers_enabled
+    def _project_permission(self, req: Request, pid: str, level: str) -> Project:
+        # CS src/main/java/org/nrg/containers/rest/CommandConfigurationRestApi.java
+        # checkPermissionsOrThrow: a container manager passes, else the project access level
+        # (Edit for reads, Delete for writes) or UnauthorizedException -> 401.
+        project = self.project_or_404(pid)
+        if self.is_container_manager(req):
+            return project
+        allowed = self.can_edit if level == "Edit" else self.can_own
+        if not allowed(req.user, project):
+            raise HttpError(401, f"User {req.username} does not have {level} access.")
+        return project
 
-    def wrapper_enabled_get(
-        self, req: Request, cid: str, wrapper: str, pid: str | None = None
-    ) -> Response:
+    def wrapper_enabled_get(self, req: Request, cid: str, wrapper: str) -> Response:
+        # CommandConfigurationRestApi `/commands/{id}/wrappers/{name}/enabled` GET -> Boolean
         self.require_container_manager(req)
+        return json_response(self._wrapper_key(cid, wrapper) in self.state.wrappers_enabled)
+
+    def project_wrapper_enabled_get(
+        self, req: Request, pid: str, cid: str, wrapper: str
+    ) -> Response:
+        # CommandConfigurationRestApi.isConfigurationEnabled(project, ...) returns a
+        # ProjectEnabledReport (CS src/main/java/org/nrg/containers/model/configuration/
+        # ProjectEnabledReport.java): {"enabled-for-site", "enabled-for-project", "project"},
+        # not a bare boolean.
+        project = self._project_permission(req, pid, "Edit")
         key = self._wrapper_key(cid, wrapper)
-        return json_response(key in self._wrapper_set(req, pid))
+        return json_response(
+            {
+                "enabled-for-site": key in self.state.wrappers_enabled,
+                "enabled-for-project": key in project.wrappers_enabled,
+                "project": project.id,
+            }
+        )
 
     def wrapper_enabled_put(
         self, req: Request, cid: str, wrapper: str, state: str, pid: str | None = None
     ) -> Response:
-        self.require_container_manager(req)
         if state not in ("enabled", "disabled"):
             raise HttpError(404, "Not found")
+        if pid is None:
+            self.require_container_manager(req)
+            target = self.state.wrappers_enabled
+        else:
+            target = self._project_permission(req, pid, "Delete").wrappers_enabled
         key = self._wrapper_key(cid, wrapper)
-        target = self._wrapper_set(req, pid)
         if state == "enabled":
             target.add(key)
         else:
             target.discard(key)
-        return text_response("")
+        return empty_response(200)
 
     # -- §14 plugins -------------------------------------------------------------------------------
     def plugins_list(self, req: Request) -> Response:
+        # MONO web/src/main/java/org/nrg/xapi/rest/XnatPluginApi.java getAllPlugins:
+        # Map<String, XnatPluginBean> keyed by plugin id (Xsync's id is "xsyncPlugin").
         return json_response(self.state.plugins)
 
     def plugin_get(self, req: Request, plugin: str) -> Response:
@@ -1188,11 +1694,29 @@ class Api:
         return json_response(self.state.plugins[plugin])
 
     # -- §16 Xsync ---------------------------------------------------------------------------------
+    # Two plugin builds (State.xsync_build). "java8" (builds for XNAT <= 1.9, e.g. 1.8.1): setup,
+    # credentials save/check and site preferences POST are `consumes = TEXT_PLAIN`
+    # (XS src/main/java/org/nrg/xsync/xapi/XsyncRemoteCredentialsController.java@005d956,
+    # XsyncSetupController, XsyncPreferencesController). "java21" (builds for XNAT 1.10): all four
+    # are APPLICATION_JSON with typed pojos (XsyncSetupController.java@0271dcb,
+    # XsyncPreferencesController.java@43cc5f3, the Java-21 XsyncRemoteCredentialsController).
+    def _xsync_json_build(self) -> bool:
+        return self.state.xsync_build == "java21"
+
     def _require_xsync_content_type(self, req: Request) -> None:
-        # xnat-facts.md §16.4 [VER]: Java 8 builds consume text/plain, newer ones application/json.
-        wanted = self.state.xsync_content_type.split(";")[0].strip().lower()
-        if req.content_type != wanted:
-            raise HttpError(415, f"Content type '{req.content_type}' not supported")
+        self._require_content_type(req, JSON if self._xsync_json_build() else "text/plain")
+
+    def _xsync_body(self, req: Request) -> dict[str, Any]:
+        """The JSON document, sent as text (Java 8: `@RequestBody String jsonbody` parsed with an
+        ObjectMapper; a parse error is caught -> 500) or bound to a pojo (Java 21: 400)."""
+        try:
+            data = json.loads(req.body or b"null")
+        except ValueError as exc:
+            status = 400 if self._xsync_json_build() else 500
+            raise HttpError(status, "Could not parse the request body") from exc
+        if not isinstance(data, dict):
+            raise HttpError(400 if self._xsync_json_build() else 500, "Expected a JSON object")
+        return data
 
     def _configured(self, pid: str) -> dict[str, Any]:
         config = self.state.xsync_configs.get(pid)
@@ -1200,31 +1724,78 @@ class Api:
             raise HttpError(404, f"Project {pid} is not configured for Xsync")
         return config
 
+    def _require_xsync_admin(self, req: Request) -> None:
+        if self._xsync_json_build():
+            # XS src/main/java/org/nrg/xsync/security/XsyncAdministratorUserAuthorization.java
+            # @56e9475: `Roles.checkRole(user, XsyncUtils.XSYNC_ADMINISTRATOR_ROLE)`; MONO
+            # AbstractXapiAuthorization.check has no site-admin bypass.
+            if req.user is None or "XsyncAdministrator" not in req.user.roles:
+                raise HttpError(403, "The XsyncAdministrator role is required")
+        else:
+            # Java-8 builds: isPermitted() / restrictTo = Admin.
+            self.require_admin(req)
+
     def xsync_prefs_get(self, req: Request) -> Response:
-        self.require_admin(req)
-        return json_response(self.state.xsync_site_prefs)
+        self._require_xsync_admin(req)
+        prefs = self.state.xsync_site_prefs
+        if self._xsync_json_build():
+            return json_response(prefs)  # XsyncSitePreferencesPojo
+        # Java 8: a java.util.Properties of strings.
+        shown = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in prefs.items()}
+        return json_response(shown)
+
+    def _check_xsync_pref(self, key: str, value: Any) -> None:
+        # XS src/main/java/org/nrg/xsync/components/XsyncSitePreferencesBean.java@024dea2:
+        # intervals need `<N> hour(s)|minute(s)` and at least 300000 ms; the size must be -1 or a
+        # positive integer (throwForInvalidMaxSizePreference). A failing setter is a 500: Java 8
+        # catches it ("XSync preferences assignment failed"), Java 21 throws
+        # InvalidValueException (an XftItemException -> 500 in MONO XapiRestControllerAdvice).
+        message = "XSync preferences assignment failed "
+        if key in ("tokenRefreshInterval", "syncRetryInterval"):
+            m = _XSYNC_INTERVAL.match(str(value))
+            unit = 3600 if m and m.group(2).lower() == "hour" else 60
+            if not m or int(m.group(1)) * unit < 300:
+                raise HttpError(500, message)
+        if key == "syncMaxUncompressedZipFileSize":
+            try:
+                size = int(str(value))
+            except ValueError as exc:
+                raise HttpError(500, message) from exc
+            if size < -1 or size == 0:
+                raise HttpError(500, message)
 
     def xsync_prefs_post(self, req: Request) -> Response:
-        self.require_admin(req)
-        body = req.json_object()
-        for key in ("tokenRefreshInterval", "syncRetryInterval"):
-            if key not in body:
-                continue
-            # xnat-facts.md §16.2: `<N> hours|minutes` and >= 5 minutes, else the setter throws.
-            value = str(body[key])
-            if not re.fullmatch(r"\d+ (hours|minutes)", value) or interval_seconds(value) < 300:
-                raise HttpError(400, f"{key} must be '<N> hours|minutes' and at least 5 minutes")
-        self.state.xsync_site_prefs.update(body)
-        return json_response(self.state.xsync_site_prefs)
+        self._require_xsync_content_type(req)
+        self._require_xsync_admin(req)
+        body = self._xsync_body(req)
+        known = {k: v for k, v in body.items() if k in XSYNC_SITE_PREFS_DEFAULTS}
+        for key, value in known.items():
+            self._check_xsync_pref(key, value)
+        if not self._xsync_json_build():
+            # Java-8 builds store the values as the strings they read (`.asText()`).
+            known = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in known.items()}
+        self.state.xsync_site_prefs.update(known)
+        if self._xsync_json_build():
+            return empty_response(200)  # `public void setPreferences(...)`
+        return text_response("XSync preferences set")
 
     def xsync_setup_get(self, req: Request, pid: str) -> Response:
         self.owned_project(req, pid)
-        return json_response(self._configured(pid))  # §16.7: older GET 404 when no config
+        config = self.state.xsync_configs.get(pid)
+        if config is None:
+            if self._xsync_json_build():
+                # XsyncSetupController.java@0271dcb: `new ResponseEntity<>(
+                # _xsyncConfigService.getSyncConfiguration(projectId), HttpStatus.OK)`: 200
+                # (nothing stored: a null body, written as an empty one).
+                return empty_response(200)
+            # Java 8: `new ResponseEntity<JsonNode>(HttpStatus.NOT_FOUND)` when nothing stored.
+            return empty_response(404)
+        return json_response(config)
 
     def xsync_setup_post(self, req: Request, pid: str) -> Response:
         self._require_xsync_content_type(req)
         self.owned_project(req, pid)  # §16.3: needs Owner/admin on the relay project
-        body = req.json_object()
+        body = self._xsync_body(req)
         if body.get("source_project_id") != pid:
             # xnat-facts.md §16.3 [VER]: source_project_id must equal the path project.
             raise HttpError(400, "source_project_id must match the project in the path")
@@ -1234,75 +1805,117 @@ class Api:
         return text_response("")
 
     def _remote_get(self, url: str, alias: str, secret: str) -> requests.Response:
-        try:
-            return requests.get(
-                url,
-                auth=(alias, secret),
-                timeout=REMOTE_TIMEOUT,
-                verify=self.state.xsync_remote_verify,
-            )
-        except requests.RequestException as exc:
-            raise HttpError(400, "Could not connect to the remote host") from exc
-
-    def xsync_save(self, req: Request, pid: str) -> Response:
-        required = ("host", "localProject", "remoteProject", "alias", "secret", "username")
-        with self.state.lock:
-            self._require_xsync_content_type(req)
-            self.owned_project(req, pid)
-            body = req.json_object()
-            if any(not body.get(k) for k in required):
-                raise HttpError(400, "Incomplete credentials: " + ", ".join(required))  # §16.4
-        host = str(body["host"]).rstrip("/")
-        remote_project = str(body["remoteProject"])
-        # xnat-facts.md §16.4 step 2: read the remote project's users with the token.
-        resp = self._remote_get(
-            f"{host}/data/archive/projects/{remote_project}/users?format=json",
-            str(body["alias"]),
-            str(body["secret"]),
+        """What the plugin does: an HttpURLConnection GET with `Authorization: Basic
+        base64(alias:secret)` (the alias token as HTTP Basic credentials)."""
+        return requests.get(
+            url,
+            auth=(alias, secret),
+            timeout=REMOTE_TIMEOUT,
+            verify=self.state.xsync_remote_verify,
+            allow_redirects=False,
         )
-        if resp.status_code != 200:
-            raise HttpError(403, f"No access to remote project {remote_project}")
+
+    def _remote_access(self, body: dict[str, Any]) -> tuple[int, str]:
+        """XsyncRemoteCredentialsController.userHasRequiredAccessAtRemoteProject (XS @005d956):
+        GET {host}/data/archive/projects/{remoteProject}/users?format=json with the token; a
+        404 (FileNotFoundException) -> 403 "User does not have access to the project"; any
+        other failure to read it, a refused connection included (IOException) -> 403; an
+        unreadable answer -> 400 "Could not connect". Then the row whose `login` is the given
+        username decides: `_member` 202, `_collaborator` 403, `_owner` 200, other 202; no such
+        row although the list was readable -> 202 ("may have All Data Access")."""
+        host = str(body["host"])
+        username = str(body["username"])
+        remote_project = str(body.get("remoteProject"))
+        url = (host if host.endswith("/") else host + "/") + (
+            f"data/archive/projects/{remote_project}/users?format=json"
+        )
+        try:
+            resp = self._remote_get(url, str(body["alias"]), str(body["secret"]))
+        except requests.RequestException:
+            return 403, f"User {username} probably has Collaborator level access. Xsync will fail."
+        if resp.status_code == 404:
+            return 403, f"User does not have access to the project {remote_project}"
+        if resp.status_code >= 300:
+            return 403, f"User {username} probably has Collaborator level access. Xsync will fail."
         try:
             rows = resp.json()["ResultSet"]["Result"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise HttpError(400, "Unexpected answer from the remote host") from exc
-        groups = [str(r.get("GROUP_ID", "")) for r in rows if r.get("login") == body["username"]]
-        if any(g.endswith("_owner") for g in groups):
-            status, message = 200, "Credentials saved."
-        elif any(g.endswith("_member") for g in groups):
-            status, message = 202, "Credentials saved. Warning: the remote user is only a Member"
-        elif groups:  # collaborator
-            raise HttpError(403, f"Remote user is a Collaborator on {remote_project}")
-        else:
-            status, message = 202, "Credentials saved. Remote user may have All Data Access"
+            if not isinstance(rows, list):
+                raise TypeError("Result is not a list")
+        except (ValueError, KeyError, TypeError):
+            return 400, "Could not connect"
+        for row in rows:
+            if isinstance(row, dict) and row.get("login") == username:
+                level = str(row.get("GROUP_ID", ""))
+                if level.endswith("_member"):
+                    return 202, f"User  {username} has Member level access"
+                if level.endswith("_collaborator"):
+                    return 403, f"User  {username} has Collaborator level access"
+                if level.endswith("_owner"):
+                    return 200, f"User {username} has CRUD access."
+                return 202, f"User  {username} has access."
+        return 202, f"User  {username} may have All Data Access."
+
+    def xsync_save(self, req: Request, pid: str) -> Response:
+        # XS XsyncRemoteCredentialsController.saveRemoteCredentials (@005d956; the Java-21 one
+        # answers the same statuses): host, alias, secret, localProject and username are
+        # required (400 "Incomplete information supplied."); the caller must be able to edit
+        # the project; the stored credential is keyed by (localProject, host).
+        required = ("host", "alias", "secret", "localProject", "username")
         with self.state.lock:
-            # xnat-facts.md §16.4: the stored credential is keyed by (local project, host).
-            self.state.xsync_credentials[(pid, str(body["host"]))] = {
+            self._require_xsync_content_type(req)
+            body = self._xsync_body(req)
+            if any(not str(body.get(k) or "") for k in required):
+                raise HttpError(
+                    400, "Could not save remote credentials.  Incomplete information supplied."
+                )
+            self.owned_project(req, str(body["localProject"]))
+        status, message = self._remote_access(body)
+        if status not in (200, 202):
+            return text_response(message, status)
+        with self.state.lock:
+            self.state.xsync_credentials[(str(body["localProject"]), str(body["host"]))] = {
                 "alias": body["alias"],
                 "secret": body["secret"],
                 "username": body["username"],
-                "remoteProject": remote_project,
+                "remoteProject": body.get("remoteProject"),
                 "syncNewOnly": body.get("syncNewOnly"),
                 "estimatedExpirationTime": body.get("estimatedExpirationTime"),
             }
-        return text_response(message, status)
+        if status == 202:
+            return text_response(
+                f"User  {body['username']} does not have Owner level access to "
+                f"{body.get('remoteProject')}. Data Deletion will fail if the user has Member "
+                "level access.",
+                202,
+            )
+        return text_response("XSync remote credentials set.")
 
     def xsync_check(self, req: Request, pid: str) -> Response:
+        # XS XsyncRemoteCredentialsController.checkRemoteCredentials: GET {host}/data/JSESSIONID
+        # with the stored alias token as Basic auth; 200 answers the session id, any failure
+        # 400 "Could not connect". Nothing stored: Java 8 dereferences null (caught) -> 400
+        # "Could not connect"; Java 21 -> 403 "Check project configuration".
         with self.state.lock:
             self._require_xsync_content_type(req)
-            self.owned_project(req, pid)
-            body = req.json_object()
-            cred = self.state.xsync_credentials.get((pid, str(body.get("host") or "")))
+            body = self._xsync_body(req)
+            host, local = str(body.get("host") or ""), str(body.get("localProject") or "")
+            if not host or not local:
+                raise HttpError(
+                    400, "Could not check remote credentials.  Incomplete information supplied."
+                )
+            self.owned_project(req, local)
+            cred = self.state.xsync_credentials.get((local, host))
             if cred is None:
-                raise HttpError(403, "Check project configuration")  # §16.4 step 3 (newer)
+                if self._xsync_json_build():
+                    raise HttpError(403, "Check project configuration")
+                raise HttpError(400, "Could not connect")
             cred = dict(cred)
-        host = str(body["host"]).rstrip("/")
         try:
-            resp = self._remote_get(f"{host}/data/JSESSIONID", cred["alias"], cred["secret"])
-        except HttpError as exc:
+            resp = self._remote_get(host + "/data/JSESSIONID", cred["alias"], cred["secret"])
+        except requests.RequestException as exc:
             raise HttpError(400, "Could not connect") from exc
         if resp.status_code != 200:
-            raise HttpError(400, "Could not connect")  # §16.4 step 3
+            raise HttpError(400, "Could not connect")
         return text_response(resp.text)
 
     def xsync_remote_rest(self, req: Request) -> Response:
@@ -1337,9 +1950,17 @@ class Api:
         return text_response(f"{pid} synchronization started")  # §16.5 text reply
 
     def xsync_status(self, req: Request, pid: str) -> Response:
-        self.owned_project(req, pid)
-        self._configured(pid)
-        return json_response(self.state.xsync_status.get(pid, {"status": None, "lastSync": None}))
+        # XS src/main/java/org/nrg/xsync/xapi/XsyncStatusController.java@76a6e0b:
+        # `@RequestMapping("/xsync/syncStatus")` + `/projects/{projectId}`, canReadProject only
+        # (no "configured" check), answers the node's in-memory ProjectSyncStatus
+        # (SyncStatusHolder makes a fresh one per project: syncType NONE_SINCE_STARTUP).
+        self._readable_project(req, pid)
+        stored = self.state.xsync_status.get(pid, {})
+        status = dict(PROJECT_SYNC_STATUS_DEFAULTS)
+        status.update({k: v for k, v in stored.items() if k in PROJECT_SYNC_STATUS_DEFAULTS})
+        for key in ("syncStartTime", "syncEndTime"):
+            status[key] = _xsync_status_time(status[key])
+        return json_response(_non_null(status))
 
     def xsync_unblock(self, req: Request, pid: str) -> Response:
         self.owned_project(req, pid)
@@ -1348,11 +1969,14 @@ class Api:
         return text_response(f"{pid} unblocked")
 
     def xsync_history(self, req: Request, pid: str | None = None) -> Response:
-        self.require_admin(req)
-        history = self.state.xsync_history
-        if pid is not None:
-            history = [h for h in history if h.get("project") == pid]
-        return json_response(history)
+        # XS src/main/java/org/nrg/xsync/xapi/XsyncHistoryController.java@00ee529: all history
+        # needs isPermitted() (admin); per project canReadProject, filtered on
+        # `history.getLocalProject().equals(projectId)`. Rows: XsyncProjectHistory.
+        if pid is None:
+            self.require_admin(req)
+            return json_response(self.state.xsync_history)
+        self._readable_project(req, pid)
+        return json_response([h for h in self.state.xsync_history if h.get("localProject") == pid])
 
     # -- dispatch ----------------------------------------------------------------------------------
     def dispatch(self, req: Request) -> Response:
@@ -1367,6 +1991,7 @@ class Api:
                 req.user = self.authenticate(username, password)
             if req.user is None:
                 # xnat-facts.md §6: bad credentials (e.g. admin:admin after rotation) -> 401
+                # (MONO XnatBasicAuthenticationFilter: sendError(SC_UNAUTHORIZED, ...)).
                 return text_response("Bad username or password", 401)
         elif req.session_id:
             with state.lock:
@@ -1375,9 +2000,12 @@ class Api:
                 req.session_id = None
         route, params, path_known = self.match(req.method, req.path)
         if req.user is None and (route is None or not route.anonymous):
+            # MONO XnatAuthenticationEntryPoint: 401 on data paths for non-browser agents.
             return text_response("Authentication required", 401)
-        if not state.site_config.get("initialized") and (route is None or not route.pre_init):
-            return self.setup_page()  # xnat-facts.md §6: 200 + text/html before initialisation
+        if not state.site_config.get("initialized"):
+            open_url = req.user is None and route is not None and route.anonymous
+            if not open_url and (route is None or not route.pre_init):
+                return self.setup_page()  # xnat-facts.md §6: 200 + text/html before init
         if route is None:
             if path_known:
                 return text_response("Method not allowed", 405)
@@ -1426,7 +2054,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Standin", "xnat-fleet")
         if resp.status == 401:
             self.send_header("WWW-Authenticate", 'Basic realm="XNAT"')
-        if resp.status != 204:
+        if resp.status in (204, 304):
+            resp.body = b""  # no body on 204/304 (HTTP)
+        elif resp.content_type is not None:
             self.send_header("Content-Type", resp.content_type)
         for key, value in resp.headers.items():
             self.send_header(key, value)
@@ -1462,24 +2092,39 @@ class _Server(ThreadingHTTPServer):
 
 
 class XnatStandin:
-    """An XNAT REST stand-in for xnat-fleet tests — NOT XNAT (xnat-facts.md §6-§16).
+    """An XNAT REST stand-in for xnat-fleet tests — NOT XNAT.
 
-    ``with XnatStandin() as xnat: requests.get(xnat.url + "/xapi/siteConfig/initialized")``
+    ``with XnatStandin(profile="1.10", xsync=True) as xnat: requests.get(xnat.url + "/")``
+
+    ``profile`` is a key of :data:`tests.xnat_standin.state.STANDIN_PROFILES`; without one the
+    settings follow ``version``. ``xsync_build``, ``xsync_plugin_version``,
+    ``dicomscp_put_merge``, ``site_anon_put_reenables`` and ``smtp_post_500`` override single
+    settings (see :func:`tests.xnat_standin.state.new_state`).
     """
 
     def __init__(
         self,
         *,
-        version: str = "1.9.3.6",
+        profile: str | None = None,
+        version: str | None = None,
         xsync: bool = False,
-        xsync_content_type: str = "text/plain",
+        xsync_build: str | None = None,
+        xsync_plugin_version: str | None = None,
+        dicomscp_put_merge: bool | None = None,
+        site_anon_put_reenables: bool | None = None,
+        smtp_post_500: bool | None = None,
         initial_admin_password: str = "admin",
         name: str = "xnat",
     ) -> None:
         self.state: State = new_state(
+            profile=profile,
             version=version,
             xsync=xsync,
-            xsync_content_type=xsync_content_type,
+            xsync_build=xsync_build,
+            xsync_plugin_version=xsync_plugin_version,
+            dicomscp_put_merge=dicomscp_put_merge,
+            site_anon_put_reenables=site_anon_put_reenables,
+            smtp_post_500=smtp_post_500,
             initial_admin_password=initial_admin_password,
             name=name,
         )

@@ -1,10 +1,10 @@
 """One HTTP client for XNAT's REST API, fail-closed.
 
 - Session login (``POST /data/JSESSION`` with Basic auth, then the ``JSESSIONID`` cookie) or plain
-  Basic auth with an alias token (``alias:secret``) where a service needs one (xnat-facts.md §6).
+  Basic auth with an alias token (``alias:secret``) where a service needs one (docs/xnat-api.md §6).
 - Every status the caller did not declare acceptable raises :class:`XnatHTTPError`, naming the
   method, path and status, with the first lines of the body; every secret the client knows is
-  scrubbed from that message (xnat-facts.md §6 "Fail-closed rules").
+  scrubbed from that message (docs/xnat-api.md §6 "Fail-closed rules").
 - A JSON endpoint answering 200 with ``text/html`` is XNAT's setup or login page (uninitialised
   site, persisted volume, wrong password): :class:`XnatSetupPageError`, never success (§6, §18).
 - Retries only on connection errors and 502/503/504, with exponential backoff.
@@ -54,7 +54,7 @@ class XnatAuthError(XnatHTTPError):
 
 
 class XnatSetupPageError(XnatHTTPError):
-    """200 with HTML where JSON was expected: XNAT's setup/login page (xnat-facts.md §6)."""
+    """200 with HTML where JSON was expected: XNAT's setup/login page (docs/xnat-api.md §6)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -222,7 +222,7 @@ class XnatClient:
         """Send one request; raise unless the status is in ``ok``.
 
         ``json`` sends a JSON body (``content_type`` may override the header, e.g. ``text/plain``
-        for Xsync's older controllers, xnat-facts.md §16.4); ``text`` sends a raw body
+        for Xsync's older controllers, docs/xnat-api.md §16.4); ``text`` sends a raw body
         (``text/plain`` unless ``content_type`` says otherwise). ``expect="json"`` turns an HTML
         answer into :class:`XnatSetupPageError`.
         """
@@ -249,10 +249,19 @@ class XnatClient:
 
     # -- conveniences ------------------------------------------------------------------------
     def get_json(
-        self, path: str, *, params: Mapping[str, str] | None = None, ok: Iterable[int] = (200,)
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        ok: Iterable[int] = (200,),
+        allow_empty: bool = False,
     ) -> Any:
+        """The JSON body of a GET; None for an accepted status other than 200, and with
+        ``allow_empty`` for a 200 with an empty body (XNAT writes a null result that way)."""
         response = self.request("GET", path, params=params, ok=ok, expect="json")
         if response.status_code != 200:
+            return None
+        if allow_empty and not response.text.strip():
             return None
         try:
             return response.json()

@@ -117,7 +117,7 @@ def _read(host: str, inventory_dir: Path, variable: str, rel: str) -> str:
 
 
 def site_config(fleet: Fleet, host: Host) -> dict[str, Any]:
-    """The siteConfig keys the inventory decides (xnat-facts.md §7, defaults table)."""
+    """The siteConfig keys the inventory decides (docs/xnat-api.md §7, defaults table)."""
     c = host.config
     policy = c.fleet_xnat_site
     site_id = c.fleet_site.id if c.fleet_site else c.fleet_study.id
@@ -151,7 +151,7 @@ def site_config(fleet: Fleet, host: Host) -> dict[str, Any]:
         "sessionXmlRebuilderInterval": policy.prearchive_idle_minutes,
         "enableDicomReceiver": policy.dicom_receiver_enabled,
         "maxFailedLogins": policy.max_failed_logins,
-        # Keep auto-archive possible for prearchive codes 4/5 (xnat-facts.md §9, inferred).
+        # Keep auto-archive possible for prearchive codes 4/5 (docs/xnat-api.md §9, inferred).
         "projectAllowAutoArchive": True,
         # The service account owns received files and is the primary admin (§6 step 6).
         "receivedFileUser": c.fleet_xnat_service_user,

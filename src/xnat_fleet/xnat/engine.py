@@ -196,11 +196,18 @@ class Engine:
         run(sections.get("bootstrap", []))
         if ctx.fresh:
             # Everything else was planned against defaults: plan again on the live site.
+            # What an uninitialised site cannot tell (e.g. the version buildInfo reports, which
+            # decides version-dependent roles) is known now: one more bootstrap pass if needed.
             bootstrap = _module("bootstrap")
-            state = self.guard(host, lambda: bootstrap.detect(ctx.desired, ctx.client))
-            left = self.guard(host, lambda: bootstrap.plan(ctx, state))
-            if [c for c in left if c.is_drift]:
-                raise NotConverged(f"{host}: bootstrap did not converge: {left[0].target}")
+            for attempt in range(2):
+                state = self.guard(host, lambda: bootstrap.detect(ctx.desired, ctx.client))
+                planned = self.guard(host, partial(bootstrap.plan, ctx, state))
+                left = [c for c in planned if c.is_drift]
+                if not left:
+                    break
+                if attempt:
+                    raise NotConverged(f"{host}: bootstrap did not converge: {left[0].target}")
+                run(left)
             ctx.fresh = False
             sections = {}
         for area in AREAS:

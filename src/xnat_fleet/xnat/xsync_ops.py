@@ -1,4 +1,4 @@
-"""Xsync operations on a relay: ``xnat-fleet xsync rekey|status|unblock`` (xnat-facts.md §16).
+"""Xsync operations on a relay: ``xnat-fleet xsync rekey|status|unblock`` (docs/xnat-api.md §16).
 
 - :func:`rekey` re-issues the alias token of each pairing on the central, saves it on the relay
   and checks it (§16.4, §16.6: a relay switched off for longer than the central's
@@ -27,9 +27,6 @@ from xnat_fleet.xnat.reconcilers.xsync import (
     read_config,
 )
 
-_STATUS_KEYS = ("status", "syncStatus", "sync_status", "lastSyncStatus")
-_TIME_KEYS = ("lastSync", "lastSyncTime", "last_sync", "syncTime", "syncEndTime", "timestamp")
-
 
 def _select(ctx: HostContext, projects: list[str] | None) -> list[XsyncPairing]:
     pairings = list(ctx.desired.pairings)
@@ -57,27 +54,31 @@ def rekey(ctx: HostContext, projects: list[str] | None = None) -> list[str]:
     return [issue_and_save(session, p) for p in selected]
 
 
-def _sync_status(ctx: HostContext, project: str) -> tuple[Any, Any]:
-    """Last sync status and time: ``GET /xapi/xsync/syncStatus/projects/{p}`` (XS@76a6e0b), falling
-    back to ``/xapi/xsync/status/projects/{p}`` on 404 (xnat-facts.md §16.5 [CONFLICT])."""
-    for route in ("syncStatus", "status"):
-        response = ctx.client.request(
-            "GET", f"/xapi/xsync/{route}/projects/{seg(project)}", ok=(200, 204, 404)
-        )
-        if response.status_code == 404:
-            continue
-        if response.status_code == 204 or not response.text.strip():
-            return None, None
-        try:
-            data = response.json()
-        except ValueError:
-            return response.text.strip()[:200], None
-        if isinstance(data, dict):
-            status = next((data[k] for k in _STATUS_KEYS if data.get(k) is not None), None)
-            when = next((data[k] for k in _TIME_KEYS if data.get(k) is not None), None)
-            return status, when
-        return data, None
-    return None, None
+def sync_status(ctx: HostContext, project: str) -> dict[str, Any]:
+    """The project's sync state: ``GET /xapi/xsync/syncStatus/projects/{p}`` answers a
+    ProjectSyncStatus (docs/xnat-api.md §16.5): ``isSyncing``, ``syncType`` (``NONE_SINCE_STARTUP``
+    until the first sync after Tomcat started: the object lives in memory on one node),
+    ``syncStartTime``/``syncEndTime`` and ``wasSyncSuccessful``. 404: not configured."""
+    path = f"/xapi/xsync/syncStatus/projects/{seg(project)}"
+    data = ctx.client.get_json(path, ok=(200, 204, 404), allow_empty=True)
+    empty: dict[str, Any] = {
+        "syncing": None,
+        "last_sync_type": None,
+        "last_sync_start": None,
+        "last_sync_end": None,
+        "last_sync_successful": None,
+    }
+    if data is None:
+        return empty
+    if not isinstance(data, dict):
+        raise XsyncError(f"{ctx.host}: xsync: GET {path} did not answer a JSON object")
+    return {
+        "syncing": data.get("isSyncing"),
+        "last_sync_type": data.get("syncType"),
+        "last_sync_start": data.get("syncStartTime"),
+        "last_sync_end": data.get("syncEndTime"),
+        "last_sync_successful": data.get("wasSyncSuccessful"),
+    }
 
 
 def status(ctx: HostContext) -> list[dict[str, Any]]:
@@ -89,7 +90,7 @@ def status(ctx: HostContext) -> list[dict[str, Any]]:
     for p in selected:
         config = read_config(ctx.client, p.link.project)  # §16.3
         check = check_credentials(session, p)  # §16.4 step 3
-        last_status, last_time = _sync_status(ctx, p.link.project)
+        state = sync_status(ctx, p.link.project)
         rows.append(
             {
                 "project": p.link.project,
@@ -100,15 +101,14 @@ def status(ctx: HostContext) -> list[dict[str, Any]]:
                 and config.get("remote_url") == p.central_url,
                 "credentials_ok": check == 200,
                 "credentials_check_status": check,
-                "last_sync_status": last_status,
-                "last_sync_time": last_time,
+                **state,
             }
         )
     return rows
 
 
 def unblock(ctx: HostContext, project: str) -> str:
-    """``POST /xapi/xsync/unblock/{p}`` (xnat-facts.md §16.5); 404 = the project is not
+    """``POST /xapi/xsync/unblock/{p}`` (docs/xnat-api.md §16.5); 404 = the project is not
     configured for Xsync here, reported as :class:`XsyncError`."""
     if not project:
         raise ReconcileError(ctx.host, AREA, "unblock needs a project")
@@ -116,7 +116,7 @@ def unblock(ctx: HostContext, project: str) -> str:
     if response.status_code == 404:
         raise XsyncError(
             f"{ctx.host}: xsync: project {project} is not configured for Xsync here "
-            "(unblock answered HTTP 404, xnat-facts.md §16.5); nothing to unblock"
+            "(unblock answered HTTP 404, docs/xnat-api.md §16.5); nothing to unblock"
         )
     return f"{ctx.host}: project {project} unblocked"
 

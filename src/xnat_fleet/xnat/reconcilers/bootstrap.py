@@ -1,4 +1,4 @@
-"""First-run bootstrap of one XNAT over REST, fail-closed (xnat-facts.md §6, §18).
+"""First-run bootstrap of one XNAT over REST, fail-closed (docs/xnat-api.md §6, §18).
 
 :func:`detect` finds out which state the site is in by which credentials work (never by
 assumption); :func:`plan` lists only the steps still needed, in XNAT's order:
@@ -19,10 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from xnat_fleet.xnat import reads
 from xnat_fleet.xnat.changes import SECRET, Change, ReconcileError
 from xnat_fleet.xnat.client import (
+    OK_STATUSES,
     XnatAuthError,
     XnatClient,
+    XnatError,
     XnatHTTPError,
     XnatSetupPageError,
     seg,
@@ -31,11 +34,12 @@ from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import DesiredXnat
 
 AREA = "bootstrap"
-ADMIN = "admin"  # XNAT's built-in site admin (xnat-facts.md §1)
-GUEST = "guest"  # XNAT's anonymous account (xnat-facts.md §1)
-SITE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # xnat-facts.md §4 (UCL's assertion)
-INIT_KEYS = ("siteId", "siteUrl", "adminEmail")  # xnat-facts.md §6 step 3
-# xnat-facts.md §4 "Self-initialisation" / §1 directories: the paths XNAT wants at initialisation.
+ADMIN = "admin"  # XNAT's built-in site admin (docs/xnat-host.md §1)
+GUEST = "guest"  # XNAT's anonymous account (docs/xnat-host.md §1)
+SITE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # docs/xnat-host.md §4 (UCL's assertion)
+INIT_KEYS = ("siteId", "siteUrl", "adminEmail")  # docs/xnat-api.md §6 step 3
+# docs/xnat-host.md §4 "Self-initialisation" / §1 directories: the paths XNAT wants at
+# initialisation.
 PATH_KEYS = (
     "archivePath",
     "prearchivePath",
@@ -45,11 +49,16 @@ PATH_KEYS = (
     "pipelinePath",
     "inboxPath",
 )
-SERVICE_ROLES = ("Administrator", "non_expiring")  # xnat-facts.md §6 step 5, §8
-CONTAINER_ROLE = "ContainerManager"  # xnat-facts.md §6 step 5 / §8: where CS is installed
-SERVICE_GROUPS = ("ALL_DATA_ADMIN",)  # xnat-facts.md §8
-SWITCH_KEYS = ("receivedFileUser", "primaryAdminUsername")  # xnat-facts.md §6 step 6
-# xnat-facts.md §6 step 1: `admin` can be missing for a short while after Tomcat first answers.
+SERVICE_ROLES = ("Administrator", "non_expiring")  # docs/xnat-api.md §6 step 5, §8
+CONTAINER_ROLE = "ContainerManager"  # docs/xnat-api.md §6 step 5 / §8: where CS is installed
+# docs/xnat-api.md §16.2: the Java-21 Xsync builds (XNAT 1.10+) let only holders of this role
+# read or write the site preferences, site admins included.
+XSYNC_ROLE = "XsyncAdministrator"
+# docs/xnat-api.md §8: PUT /xapi/users/{u} answers 304 when no attribute changed.
+PUT_USER_OK = (*OK_STATUSES, 304)
+SERVICE_GROUPS = ("ALL_DATA_ADMIN",)  # docs/xnat-api.md §8
+SWITCH_KEYS = ("receivedFileUser", "primaryAdminUsername")  # docs/xnat-api.md §6 step 6
+# docs/xnat-api.md §6 step 1: `admin` can be missing for a short while after Tomcat first answers.
 # Bounded: every refused try counts towards XNAT's maxFailedLogins (default 20, §7).
 ADMIN_LOGIN_ATTEMPTS = 6
 ADMIN_LOGIN_DELAY = 5.0  # seconds between attempts
@@ -64,7 +73,8 @@ class SiteState:
     ``service_account``: the service account logs in and is a site admin. ``admin_password``:
     which ``admin`` password works (``refused``: admin is enabled but neither works; ``disabled``:
     admin is disabled). ``missing_roles`` / ``missing_groups``: what a working service admin
-    still lacks of the roles and groups bootstrap gives it.
+    still lacks of the roles and groups bootstrap gives it. ``version``: the XNAT version the
+    server reports (``/xapi/siteConfig/buildInfo``), which decides version-dependent roles.
     """
 
     initialized: bool
@@ -72,18 +82,42 @@ class SiteState:
     admin_password: AdminPassword
     missing_roles: tuple[str, ...] = field(default=())
     missing_groups: tuple[str, ...] = field(default=())
+    version: str | None = field(default=None, compare=False)  # informational
 
 
-def service_roles(desired: DesiredXnat) -> tuple[str, ...]:
-    """Roles of the service account (xnat-facts.md §6 step 5; ContainerManager where the
-    container service is configured, §8)."""
+def service_roles(desired: DesiredXnat, version: str | None = None) -> tuple[str, ...]:
+    """Roles of the service account (docs/xnat-api.md §6 step 5; ContainerManager where the
+    container service is configured, §8; XsyncAdministrator on Xsync relays of 1.10+, §16.2).
+    ``version`` is the one the server reports, else the inventory's."""
+    roles: tuple[str, ...] = SERVICE_ROLES
     if desired.container_service is not None:
-        return (*SERVICE_ROLES, CONTAINER_ROLE)
-    return SERVICE_ROLES
+        roles = (*roles, CONTAINER_ROLE)
+    if needs_xsync_role(desired, version):
+        roles = (*roles, XSYNC_ROLE)
+    return roles
+
+
+def needs_xsync_role(desired: DesiredXnat, version: str | None = None) -> bool:
+    """A relay that pairs projects or sets Xsync preferences on XNAT 1.10+ (the Java-21 Xsync
+    builds check that role only). ``version``: as the server reports it (else the inventory's)."""
+    if desired.kind != "relay" or not (desired.pairings or desired.xsync_prefs):
+        return False
+    match = re.match(r"^\s*(\d+)\.(\d+)", version or desired.version)
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (1, 10)
+
+
+def _server_version(client: XnatClient) -> str | None:
+    """``GET /xapi/siteConfig/buildInfo`` ``version`` (docs/xnat-api.md §7), None if unreadable."""
+    try:
+        info = client.get_json("/xapi/siteConfig/buildInfo")
+    except XnatError:
+        return None
+    version = info.get("version") if isinstance(info, dict) else None
+    return str(version) if version else None
 
 
 def validate(desired: DesiredXnat) -> None:
-    """Refuse, before any request, what XNAT would reject or half-apply (xnat-facts.md §18)."""
+    """Refuse, before any request, what XNAT would reject or half-apply (docs/xnat-api.md §18)."""
 
     def fail(message: str) -> None:
         raise ReconcileError(desired.host, AREA, message)
@@ -92,10 +126,10 @@ def validate(desired: DesiredXnat) -> None:
     for key in INIT_KEYS:
         value = site.get(key)
         if not isinstance(value, str) or not value.strip():
-            # xnat-facts.md §18: siteUrl non-empty (1.10 answers 500 on creates otherwise).
+            # docs/xnat-api.md §18: siteUrl non-empty (1.10 answers 500 on creates otherwise).
             fail(f"site_config.{key} must be a non-empty string to initialise XNAT")
     if not SITE_ID.match(str(site["siteId"])):
-        fail(f"siteId {site['siteId']!r} must match {SITE_ID.pattern} (xnat-facts.md §4)")
+        fail(f"siteId {site['siteId']!r} must match {SITE_ID.pattern} (docs/xnat-host.md §4)")
     if not re.match(r"^https?://[^/\s]+", str(site["siteUrl"])):
         fail(f"siteUrl {site['siteUrl']!r} must be an http(s) URL")
     for key in PATH_KEYS:
@@ -112,35 +146,39 @@ def validate(desired: DesiredXnat) -> None:
 
 
 # -- detection ---------------------------------------------------------------------------------
-def _site_config_probe(client: XnatClient) -> dict[str, Any] | None:
-    """``GET /xapi/siteConfig`` as ``client`` (xnat-facts.md §6 step 2): the full map for a site
-    admin (before and after initialisation), ``{}`` (pre-init) or 403 for other users, 401 when
-    the credentials are refused; some versions answer a refused login with the HTML login page
-    (§6 "Fail-closed rules"). Returns the map for an admin, ``{}`` for a non-admin, None when
-    refused."""
+Probe = Literal["admin", "user", "refused"]
+
+
+def _probe(client: XnatClient) -> tuple[Probe, bool]:
+    """Who ``client`` is, from the admin-only ``GET /xapi/siteConfig/initialized``
+    (docs/xnat-api.md §6, §7), and whether the site is initialised.
+
+    That key is readable by site admins only (403 to other users) and answers before
+    initialisation too. ``GET /xapi/siteConfig`` cannot tell: after initialisation it answers a
+    non-admin 200 with the keys every user may read. A refused login is 401; some versions answer
+    with the HTML login page instead."""
     try:
-        response = client.request("GET", "/xapi/siteConfig", ok=(200, 401, 403), expect="json")
+        response = client.request(
+            "GET", "/xapi/siteConfig/initialized", ok=(200, 401, 403), expect="json"
+        )
     except XnatSetupPageError:
-        return None
+        return "refused", False
     if response.status_code == 401:
-        return None
+        return "refused", False
     if response.status_code == 403:
-        return {}
+        return "user", False
     try:
-        data = response.json()
+        value = response.json()
     except ValueError:
         raise XnatHTTPError(
-            "GET", "/xapi/siteConfig", 200, "the body is not JSON", client.url
+            "GET", "/xapi/siteConfig/initialized", 200, "the body is not JSON", client.url
         ) from None
-    return data if isinstance(data, dict) else {}
+    return "admin", reads.true(value)
 
 
 def _initialized(client: XnatClient) -> bool:
-    """``GET /xapi/siteConfig/initialized`` answers before initialisation (xnat-facts.md §6)."""
-    value = client.get_json("/xapi/siteConfig/initialized")
-    if isinstance(value, str):
-        return value.strip().lower() == "true"
-    return bool(value)
+    """``GET /xapi/siteConfig/initialized`` answers before initialisation (§6)."""
+    return reads.true(client.get_json("/xapi/siteConfig/initialized"))
 
 
 def _auth_error(desired: DesiredXnat, client: XnatClient, why: str) -> XnatAuthError:
@@ -148,7 +186,7 @@ def _auth_error(desired: DesiredXnat, client: XnatClient, why: str) -> XnatAuthE
         "GET",
         "/xapi/siteConfig",
         401,
-        f"{desired.host}: {why}; refusing to guess (xnat-facts.md §6, §18)",
+        f"{desired.host}: {why}; refusing to guess (docs/xnat-api.md §6, §18)",
         client.url,
     )
 
@@ -160,7 +198,7 @@ def detect(
     attempts: int = ADMIN_LOGIN_ATTEMPTS,
     delay: float = ADMIN_LOGIN_DELAY,
 ) -> SiteState:
-    """Which credentials work, and whether XNAT is initialised (xnat-facts.md §6 steps 1-2).
+    """Which credentials work, and whether XNAT is initialised (docs/xnat-api.md §6 steps 1-2).
 
     Credentials are probed in order: the service account, ``admin`` with the target password,
     ``admin`` with the initial password, each with Basic auth and no session. When the service
@@ -174,28 +212,27 @@ def detect(
     target = probe.as_user(ADMIN, desired.admin_password, use_session=False)
     initial = probe.as_user(ADMIN, desired.initial_admin_password, use_session=False)
 
-    svc_config = _site_config_probe(svc)
-    svc_admin = bool(svc_config)
-    if svc_admin:
-        initialized = _initialized(svc)
-        if initialized:
+    svc_kind, svc_initialized = _probe(svc)
+    if svc_kind == "admin":
+        if svc_initialized:
             return _detect_with_service(desired, svc, target, initial)
         # Uninitialised yet the service account is an admin: probe admin directly, once.
         admin_state: AdminPassword = "refused"
-        if _site_config_probe(target):
+        if _probe(target)[0] == "admin":
             admin_state = "target"
-        elif _site_config_probe(initial):
+        elif _probe(initial)[0] == "admin":
             admin_state = "initial"
-        return SiteState(False, True, admin_state)
+        return SiteState(False, True, admin_state, version=_server_version(svc))
 
     for attempt in range(max(1, attempts)):
         for state, client in (("target", target), ("initial", initial)):
-            if _site_config_probe(client):
+            kind, initialized = _probe(client)
+            if kind == "admin":
                 password: AdminPassword = "target" if state == "target" else "initial"
-                return SiteState(_initialized(client), False, password)
+                return SiteState(initialized, False, password, version=_server_version(client))
         if attempt + 1 < attempts:
             time.sleep(delay)
-    if svc_config is not None:
+    if svc_kind == "user":
         why = (
             f"the service account {desired.service_user} logs in but is not a site admin, "
             "and admin accepts neither the target nor the initial password (or is disabled)"
@@ -213,30 +250,24 @@ def _detect_with_service(
     desired: DesiredXnat, svc: XnatClient, target: XnatClient, initial: XnatClient
 ) -> SiteState:
     user = seg(desired.service_user)
-    roles = svc.get_json(f"/xapi/users/{user}/roles") or []  # xnat-facts.md §8
-    groups = svc.get_json(f"/xapi/users/{user}/groups") or []  # xnat-facts.md §8
-    missing_roles = tuple(r for r in service_roles(desired) if r not in roles)
+    roles = svc.get_json(f"/xapi/users/{user}/roles") or []  # docs/xnat-api.md §8
+    groups = svc.get_json(f"/xapi/users/{user}/groups") or []  # docs/xnat-api.md §8
+    version = _server_version(svc)
+    missing_roles = tuple(r for r in service_roles(desired, version) if r not in roles)
     missing_groups = tuple(g for g in SERVICE_GROUPS if g not in groups)
-    # xnat-facts.md §8: GET /xapi/users/{u} -> 200 / 404
-    admin = svc.get_json(f"/xapi/users/{ADMIN}", ok=(200, 404))
+    admin = reads.account(svc, ADMIN)  # docs/xnat-api.md §8 (500 for an unknown login)
     state: AdminPassword
-    if isinstance(admin, dict) and not _true(admin.get("enabled", True)):
+    if admin is not None and not admin.enabled:
         state = "disabled"
-    elif _site_config_probe(target):
+    elif _probe(target)[0] == "admin":
         state = "target"
-    elif _site_config_probe(initial):
+    elif _probe(initial)[0] == "admin":
         state = "initial"
     elif admin is None:
         state = "disabled"  # no admin account at all: nothing to rotate or disable
     else:
         state = "refused"
-    return SiteState(True, True, state, missing_roles, missing_groups)
-
-
-def _true(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() == "true"
-    return bool(value)
+    return SiteState(True, True, state, missing_roles, missing_groups, version)
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -255,7 +286,7 @@ class _Credentials:
 
     def admin(self) -> XnatClient:
         """A site admin that works now: ``admin`` with its current password, else the service
-        account (xnat-facts.md §6 steps 3-5)."""
+        account (docs/xnat-api.md §6 steps 3-5)."""
         if self.admin_password is not None:
             return self._base.as_user(ADMIN, self.admin_password, use_session=False)
         if self.service_admin:
@@ -274,17 +305,43 @@ class _Credentials:
         return self.service() if self.service_admin else self.admin()
 
 
-def plan(ctx: HostContext, state: SiteState | None = None) -> list[Change]:
-    """The bootstrap steps still needed, in order (xnat-facts.md §6 steps 3-7).
+@dataclass(frozen=True)
+class Current:
+    """The identity switches (receivedFileUser, primaryAdminUsername) and whether guest is on."""
 
-    ``state`` defaults to :func:`detect` with ``ctx.client``. On an uninitialised site nothing
-    is read (XNAT's defaults are assumed: guest enabled, received files and primary admin
-    ``admin``, §7).
+    switches: dict[str, Any]
+    guest_enabled: bool
+
+
+def read(ctx: HostContext, state: SiteState) -> Current:
+    """On an initialised site, as whichever admin works; on an uninitialised one XNAT's defaults
+    without a request (docs/xnat-api.md §7 table, §1 accounts: guest on, both switches admin)."""
+    if not state.initialized:
+        return Current({key: ADMIN for key in SWITCH_KEYS}, True)
+    reader = _Credentials(ctx, state).reader()
+    # docs/xnat-api.md §7: GET /xapi/siteConfig/values/{k1,k2}
+    values = reader.get_json("/xapi/siteConfig/values/" + ",".join(SWITCH_KEYS)) or {}
+    guest = reads.account(reader, GUEST)  # docs/xnat-api.md §8 (500 for an unknown login)
+    return Current(
+        {key: values.get(key) for key in SWITCH_KEYS}, guest is not None and guest.enabled
+    )
+
+
+def plan(ctx: HostContext, state: SiteState | None = None) -> list[Change]:
+    """The bootstrap steps still needed, in order (docs/xnat-api.md §6 steps 3-7).
+
+    ``state`` defaults to :func:`detect` with ``ctx.client``.
     """
+    validate(ctx.desired)
+    if state is None:
+        state = detect(ctx.desired, ctx.client)
+    return plan_changes(ctx, state, read(ctx, state))
+
+
+def plan_changes(ctx: HostContext, state: SiteState, current: Current) -> list[Change]:
+    """Pure: the bootstrap steps from the inventory, ``state`` and ``current`` (no request)."""
     d = ctx.desired
     validate(d)
-    if state is None:
-        state = detect(d, ctx.client)
     ctx.client.add_secret(*d.secrets)
     creds = _Credentials(ctx, state)
     changes: list[Change] = []
@@ -294,27 +351,14 @@ def plan(ctx: HostContext, state: SiteState | None = None) -> list[Change]:
     if state.admin_password == "initial":  # noqa: S105  # a state name, not a password
         changes.append(_rotate_admin(d, creds))
     if not state.service_account:
-        changes.append(_create_service_account(d, creds))
+        changes.append(_create_service_account(d, creds, state.version))
     elif state.missing_roles or state.missing_groups:
         changes.append(_complete_service_account(d, creds, state))
-
-    if state.initialized:
-        reader = creds.reader()
-        # xnat-facts.md §7: GET /xapi/siteConfig/values/{k1,k2}
-        values = reader.get_json("/xapi/siteConfig/values/" + ",".join(SWITCH_KEYS)) or {}
-        # xnat-facts.md §8: GET /xapi/users/{u} -> 200 / 404
-        guest = reader.get_json(f"/xapi/users/{GUEST}", ok=(200, 404))
-        guest_enabled = isinstance(guest, dict) and _true(guest.get("enabled", True))
-    else:  # XNAT's defaults (xnat-facts.md §7 table, §1 accounts): nothing to read yet
-        values = {key: ADMIN for key in SWITCH_KEYS}
-        guest_enabled = True
-
-    current = {key: values.get(key) for key in SWITCH_KEYS}
-    if any(v != d.service_user for v in current.values()):
-        changes.append(_switch_identity(d, creds, current))
+    if any(v != d.service_user for v in current.switches.values()):
+        changes.append(_switch_identity(d, creds, dict(current.switches)))
     if state.admin_password != "disabled":  # noqa: S105  # a state name, not a password
         changes.append(_disable_admin(creds))
-    if guest_enabled:
+    if current.guest_enabled:
         changes.append(_disable_guest(creds))
     return changes
 
@@ -326,7 +370,7 @@ def _initialise(d: DesiredXnat, creds: _Credentials) -> Change:
 
     def apply() -> None:
         client = creds.admin()
-        # xnat-facts.md §6 step 3 / §7: XNAT applies the other keys, then `initialized`.
+        # docs/xnat-api.md §6 step 3 / §7: XNAT applies the other keys, then `initialized`.
         client.request("POST", "/xapi/siteConfig", json=payload)
         if not _initialized(client):  # read back (§6 "Read back every write")
             raise XnatHTTPError(
@@ -342,7 +386,7 @@ def _initialise(d: DesiredXnat, creds: _Credentials) -> Change:
 
 def _rotate_admin(d: DesiredXnat, creds: _Credentials) -> Change:
     def apply() -> None:
-        # xnat-facts.md §6 step 4: as admin with the initial password.
+        # docs/xnat-api.md §6 step 4: as admin with the initial password.
         creds.initial_admin().request(
             "PUT", f"/xapi/users/{ADMIN}", json={"password": d.admin_password}
         )
@@ -364,27 +408,29 @@ def _service_account_payload(d: DesiredXnat) -> dict[str, Any]:
 
 
 def _grant(client: XnatClient, user: str, roles: tuple[str, ...], groups: tuple[str, ...]) -> None:
-    for role in roles:  # xnat-facts.md §8: PUT /xapi/users/{u}/roles/{role}
+    for role in roles:  # docs/xnat-api.md §8: PUT /xapi/users/{u}/roles/{role}
         client.request("PUT", f"/xapi/users/{seg(user)}/roles/{seg(role)}")
-    for group in groups:  # xnat-facts.md §8: PUT /xapi/users/{u}/groups/{group}
+    for group in groups:  # docs/xnat-api.md §8: PUT /xapi/users/{u}/groups/{group}
         client.request("PUT", f"/xapi/users/{seg(user)}/groups/{seg(group)}")
 
 
-def _create_service_account(d: DesiredXnat, creds: _Credentials) -> Change:
+def _create_service_account(d: DesiredXnat, creds: _Credentials, version: str | None) -> Change:
     payload = _service_account_payload(d)
-    roles = service_roles(d)
+    roles = service_roles(d, version)
 
     def apply() -> None:
         client = creds.admin()
-        # xnat-facts.md §6 step 5: POST /xapi/users -> 201 created, 409 exists
+        # docs/xnat-api.md §6 step 5: POST /xapi/users -> 201 created, 409 exists
         response = client.request("POST", "/xapi/users", json=payload, ok=(200, 201, 409))
         if response.status_code == 409:
             # It exists but did not log in as an admin: it is the toolkit's own account, so its
-            # password and flags are reset to the inventory's (xnat-facts.md §8, PUT of the user).
+            # password and flags are reset to the inventory's (docs/xnat-api.md §8, PUT of the
+            # user).
             client.request(
                 "PUT",
                 f"/xapi/users/{seg(d.service_user)}",
                 json={"password": d.service_password, "enabled": True, "verified": True},
+                ok=PUT_USER_OK,
             )
         _grant(client, d.service_user, roles, SERVICE_GROUPS)
         creds.service_admin = True
@@ -409,7 +455,7 @@ def _switch_identity(d: DesiredXnat, creds: _Credentials, current: dict[str, Any
     after = {key: d.service_user for key in SWITCH_KEYS}
 
     def apply() -> None:
-        # xnat-facts.md §6 step 6 / §7: POST /xapi/siteConfig; receivedFileUser must be an admin
+        # docs/xnat-api.md §6 step 6 / §7: POST /xapi/siteConfig; receivedFileUser must be an admin
         # (§1), so this runs after the service account has its Administrator role.
         creds.service().request("POST", "/xapi/siteConfig", json=after)
 
@@ -425,9 +471,12 @@ def _switch_identity(d: DesiredXnat, creds: _Credentials, current: dict[str, Any
 
 def _disable_admin(creds: _Credentials) -> Change:
     def apply() -> None:
-        # xnat-facts.md §6 step 7
+        # docs/xnat-api.md §6 step 7
         creds.service().request(
-            "PUT", f"/xapi/users/{ADMIN}", json={"enabled": False, "verified": False}
+            "PUT",
+            f"/xapi/users/{ADMIN}",
+            json={"enabled": False, "verified": False},
+            ok=PUT_USER_OK,
         )
 
     return Change(
@@ -442,7 +491,7 @@ def _disable_admin(creds: _Credentials) -> Change:
 
 def _disable_guest(creds: _Credentials) -> Change:
     def apply() -> None:
-        # xnat-facts.md §6 step 7 / §8: PUT /xapi/users/{u}/enabled/{flag}
+        # docs/xnat-api.md §6 step 7 / §8: PUT /xapi/users/{u}/enabled/{flag}
         creds.service().request("PUT", f"/xapi/users/{GUEST}/enabled/false")
 
     return Change(

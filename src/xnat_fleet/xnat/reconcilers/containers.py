@@ -1,4 +1,4 @@
-"""Container service: backend, commands and where their wrappers are enabled (xnat-facts.md §13).
+"""Container service: backend, commands and where their wrappers are enabled (docs/xnat-api.md §13).
 
 What this area owns, when ``desired.container_service`` is set:
 
@@ -13,7 +13,8 @@ Commands XNAT holds that the inventory does not list are left alone (images pull
 ``save-commands``, commands an administrator added): this area never deletes them.
 
 **Changed commands are deleted and registered again** (delete + create), not updated in place.
-xnat-facts.md §13 documents create (``POST /xapi/commands``), lookup and delete, and says an update
+docs/xnat-api.md §13 documents create (``POST /xapi/commands``), lookup and delete, and says an
+update
 is a full replace anyway; delete + create uses only those verified calls, works the same on every
 container-service version, and leaves exactly the command the file describes (an in-place update
 keeps wrappers, inputs and mounts the new JSON no longer has). The cost: the command and its
@@ -31,8 +32,7 @@ because XNAT "succeeds" with bad ids (§13).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
 from xnat_fleet.model.fleet import ContainerService
@@ -111,7 +111,7 @@ def _refs(desired: DesiredXnat, names: Sequence[str], where: str) -> list[Wrappe
                 desired,
                 f"{where}: wrapper {name!r} is not a wrapper of any command in "
                 f"fleet_container_service.commands (known: {known}); XNAT would accept the bad "
-                "id and do nothing (xnat-facts.md §13)",
+                "id and do nothing (docs/xnat-api.md §13)",
             )
         if len(found) > 1:
             owners = ", ".join(r.command for r in found)
@@ -145,7 +145,7 @@ def project_wrappers(desired: DesiredXnat) -> dict[str, list[WrapperRef]]:
 
 
 def backend_fields(cs: ContainerService) -> dict[str, Any]:
-    """The ``/xapi/docker/server`` fields the inventory sets (xnat-facts.md §13)."""
+    """The ``/xapi/docker/server`` fields the inventory sets (docs/xnat-api.md §13)."""
     fields: dict[str, Any] = {
         "name": cs.name,
         "host": cs.host,
@@ -165,7 +165,8 @@ def backend_fields(cs: ContainerService) -> dict[str, Any]:
 
 # -- reading XNAT ----------------------------------------------------------------------------------
 def get_commands(client: XnatClient, name: str | None = None) -> list[dict[str, Any]]:
-    """``GET /xapi/commands`` (all) or ``?name=`` (xnat-facts.md §13): commands with their ids and
+    """``GET /xapi/commands`` (all) or ``?name=`` (docs/xnat-api.md §13): commands with their ids
+    and
     their wrappers' ids."""
     data = client.get_json("/xapi/commands", params={"name": name} if name else None)
     if not isinstance(data, list):
@@ -279,7 +280,7 @@ def _set_enabled(
     client: XnatClient, ref: WrapperRef, project: str | None, enabled: bool, command_id: int | None
 ) -> None:
     """``PUT [/xapi/projects/{p}]/xapi/commands/{id}/wrappers/{wrapper}/enabled`` (§13), or
-    ``.../disabled`` (container-service's CommandConfigurationRestApi; not in xnat-facts.md yet).
+    ``.../disabled`` (container-service's CommandConfigurationRestApi; not in docs/xnat-api.md yet).
     A command id unknown at plan time (command being registered) is looked up now by name."""
     cid = command_id if command_id is not None else resolve_wrapper(client, *_pair(ref))[0]
     prefix = f"/xapi/projects/{seg(project)}" if project else "/xapi"
@@ -292,21 +293,74 @@ def _pair(ref: WrapperRef) -> tuple[str, str]:
     return ref.command, ref.wrapper
 
 
-def _read_enabled(ctx: HostContext, project: str | None, command_id: int, wrapper: str) -> bool:
-    """``GET [/xapi/projects/{p}]/xapi/commands/{id}/wrappers/{wrapper}/enabled`` → JSON boolean
-    (§13). A project that does not exist yet (the projects area creates it in the same run)
-    answers 404: nothing is enabled there."""
+def read_enabled(client: XnatClient, project: str | None, command_id: int, wrapper: str) -> bool:
+    """``GET /xapi/commands/{id}/wrappers/{wrapper}/enabled`` → JSON boolean (site), and
+    ``GET /xapi/projects/{p}/commands/{id}/wrappers/{wrapper}/enabled`` → a ProjectEnabledReport
+    object ``{"enabled-for-site", "enabled-for-project", "project"}`` (docs/xnat-api.md §13).
+    A project that does not exist yet (the projects area creates it in the same run) answers
+    404: nothing is enabled there."""
     prefix = f"/xapi/projects/{seg(project)}" if project else "/xapi"
     path = f"{prefix}/commands/{seg(command_id)}/wrappers/{seg(wrapper)}/enabled"
-    value = ctx.client.get_json(path, ok=(200, 404))
+    value = client.get_json(path, ok=(200, 404))
+    if project is not None:
+        if value is None:
+            return False
+        if not isinstance(value, dict) or "enabled-for-project" not in value:
+            raise XnatError(f"GET {path}: expected a ProjectEnabledReport, got {value!r}")
+        value = value["enabled-for-project"]
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+EnabledKey = tuple[str | None, int, str]  # (project or None for the site, command id, wrapper)
+
+
+@dataclass
+class Current:
+    """The backend, the registered commands, and the enabled flags of the managed wrappers
+    whose command keeps its ids (a re-registered command starts with none enabled)."""
+
+    backend: dict[str, Any] | None
+    commands: list[dict[str, Any]]
+    enabled: dict[EnabledKey, bool] = field(default_factory=dict)
+
+
+def read(ctx: HostContext) -> Current:
+    desired = ctx.desired
+    projects = project_wrappers(desired)  # validates Project.wrappers even without a backend
+    if desired.container_service is None:
+        return Current(None, [])
+    site_wrappers(desired)  # validated before any request
+    client = ctx.client
+    backend = ctx.read(lambda: client.get_json("/xapi/docker/server", ok=(200, 404)), fresh=None)
+    stored = read_commands(ctx)
+    commands = desired_commands(desired)
+    pending = pending_commands(commands, stored)
+    current = Current(backend if isinstance(backend, dict) else None, stored)
+    if ctx.fresh:
+        return current
+    scopes: list[str | None] = [None, *projects]
+    for name, command in commands.items():
+        if name in pending:
+            continue
+        cid = next(int(c["id"]) for c in stored if c.get("name") == name and "id" in c)
+        for wrapper in wrapper_names(command):
+            for project in scopes:
+                current.enabled[(project, cid, wrapper)] = read_enabled(
+                    client, project, cid, wrapper
+                )
+    return current
 
 
 # -- plan ------------------------------------------------------------------------------------------
 def plan(ctx: HostContext) -> list[Change]:
+    return plan_changes(ctx, read(ctx))
+
+
+def plan_changes(ctx: HostContext, current: Current) -> list[Change]:
+    """Pure: the changes from the inventory's container service and ``current`` (no request)."""
     desired = ctx.desired
     cs = desired.container_service
-    projects = project_wrappers(desired)  # validates Project.wrappers even without a backend
+    projects = project_wrappers(desired)
     if cs is None:
         return []
     commands = desired_commands(desired)
@@ -316,8 +370,7 @@ def plan(ctx: HostContext) -> list[Change]:
 
     # Backend (§13).
     want = backend_fields(cs)
-    current = ctx.read(lambda: client.get_json("/xapi/docker/server", ok=(200, 404)), fresh=None)
-    have: dict[str, Any] = current if isinstance(current, dict) else {}
+    have: dict[str, Any] = current.backend or {}
     diff = {k: v for k, v in want.items() if not matches(v, have.get(k))}
     if diff:
         changes.append(
@@ -332,7 +385,7 @@ def plan(ctx: HostContext) -> list[Change]:
         )
 
     # Commands (§13): identity = name; missing -> create, differing -> delete + create.
-    stored = read_commands(ctx)
+    stored = current.commands
     pending = pending_commands(commands, stored)
     ids: dict[str, int] = {}
     for name, command in commands.items():
@@ -380,10 +433,7 @@ def plan(ctx: HostContext) -> list[Change]:
             if ref.command in pending:
                 enabled = False  # new ids: nothing is enabled for them yet
             else:
-                cid = ids[ref.command]
-                enabled = ctx.read(
-                    partial(_read_enabled, ctx, project, cid, ref.wrapper), fresh=False
-                )
+                enabled = current.enabled.get((project, ids[ref.command], ref.wrapper), False)
             if on == enabled:
                 continue
             target = f"wrapper {ref} {where}"

@@ -1,5 +1,5 @@
 """Event service: the site switch and the subscriptions that launch container commands
-(xnat-facts.md §12). Applied after the containers area (§13), whose commands they point at.
+(docs/xnat-api.md §12). Applied after the containers area (§13), whose commands they point at.
 
 - The event service is off on a fresh install and creating a subscription then fails ("Event
   Service disabled.", §12): it is switched on (``PUT /xapi/events/prefs``) first, whenever the
@@ -10,7 +10,7 @@
   managed subscription already on the server are deleted.
 - ``action-key`` is ``org.nrg.containers.services.CommandActionProvider:<wrapper id>``: the id of
   the command *wrapper* (container-service's ``CommandActionProvider`` parses the part after ``:``
-  as a wrapper id and launches that wrapper; xnat-facts.md §12's skeleton says ``<commandId>``,
+  as a wrapper id and launches that wrapper; docs/xnat-api.md §12's skeleton says ``<commandId>``,
   which the provider would read as a wrapper id). The wrapper id is looked up by command name +
   wrapper name among the registered commands; when the containers area is about to register a
   command (fresh site, new or changed command: new ids, see containers.py) the plan shows a
@@ -23,6 +23,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from xnat_fleet.model.fleet import EventSubscription
@@ -75,7 +77,7 @@ def validate(ctx: HostContext) -> None:
                 desired.host,
                 AREA,
                 f"{where}: a second subscription with the same name and project; XNAT would run "
-                "both (xnat-facts.md §12)",
+                "both (docs/xnat-api.md §12)",
             )
         seen.add(key_of(sub))
         command = commands.get(sub.command)
@@ -102,7 +104,7 @@ def validate(ctx: HostContext) -> None:
 
 
 def payload(sub: EventSubscription, wrapper_id: int | str) -> dict[str, Any]:
-    """The subscription as XNAT's event service takes it (xnat-facts.md §12)."""
+    """The subscription as XNAT's event service takes it (docs/xnat-api.md §12)."""
     event_filter: dict[str, Any] = {
         "event-type": EVENT_PACKAGE + sub.event_type,
         "status": sub.status,
@@ -177,6 +179,21 @@ def _create(client: XnatClient, sub: EventSubscription, known: int | None) -> Ca
     return apply
 
 
+def _create_if_missing(
+    client: XnatClient, sub: EventSubscription, known: int | None
+) -> Callable[[], None]:
+    """Planned while the service was off (XNAT then lists no subscriptions, docs/xnat-api.md
+    §12): once the service switch has been applied, create it only if XNAT has none with this
+    name and project."""
+    create = _create(client, sub, known)
+
+    def apply() -> None:
+        if not any(stored_key(s) == key_of(sub) for s in _read_subscriptions(client)):
+            create()
+
+    return apply
+
+
 def _update(
     client: XnatClient,
     sub: EventSubscription,
@@ -220,24 +237,61 @@ def _sid(stored: Mapping[str, Any]) -> int:
 
 
 def _read_subscriptions(client: XnatClient) -> list[dict[str, Any]]:
-    """``GET /xapi/events/subscriptions`` (plural, §12)."""
-    data = client.get_json("/xapi/events/subscriptions")
+    """``GET /xapi/events/subscriptions`` (plural, docs/xnat-api.md §12). While the event
+    service is off XNAT's service returns null and the answer is 200 with an empty body."""
+    path = "/xapi/events/subscriptions"
+    data = client.get_json(path, allow_empty=True)
+    if data is None:
+        return []
     if not isinstance(data, list):
-        raise XnatError("GET /xapi/events/subscriptions: expected a JSON list")
+        raise XnatError(f"GET {path}: expected a JSON list")
     return sorted((s for s in data if isinstance(s, dict)), key=_sid)
 
 
+@dataclass
+class Current:
+    """The event service switch, its subscriptions and the registered commands they name."""
+
+    prefs: Any
+    subscriptions: list[dict[str, Any]]
+    registered: list[dict[str, Any]] = dc_field(default_factory=list)
+
+
+def read(ctx: HostContext) -> Current:
+    validate(ctx)
+    client = ctx.client
+    prefs: Any = None
+    registered: list[dict[str, Any]] = []
+    if ctx.desired.subscriptions:
+        # Off on a fresh install (docs/xnat-api.md §12).
+        prefs = ctx.read(lambda: client.get_json("/xapi/events/prefs"), fresh={"enabled": False})
+        registered = containers.read_commands(ctx)
+    none: list[dict[str, Any]] = []
+    stored = ctx.read(lambda: _read_subscriptions(client), fresh=none)
+    return Current(prefs, stored, registered)
+
+
 def plan(ctx: HostContext) -> list[Change]:
+    return plan_changes(ctx, read(ctx))
+
+
+def plan_changes(ctx: HostContext, current: Current) -> list[Change]:
+    """Pure: the changes from the inventory's subscriptions and ``current`` (no request)."""
     validate(ctx)
     desired = ctx.desired
     client = ctx.client
     subs: Sequence[EventSubscription] = desired.subscriptions
     changes: list[Change] = []
+    stored_subs = current.subscriptions
+    registered = current.registered
+    pending: set[str] = set()
+    service_off = False
 
     if subs:
-        # The site switch first: creates fail while it is off (§12). Off on a fresh install.
-        prefs = ctx.read(lambda: client.get_json("/xapi/events/prefs"), fresh={"enabled": False})
+        # The site switch first: creates fail while it is off (§12).
+        prefs = current.prefs
         enabled = isinstance(prefs, dict) and prefs.get("enabled") is True
+        service_off = not enabled
         if not enabled:
             changes.append(
                 Change(
@@ -249,14 +303,7 @@ def plan(ctx: HostContext) -> list[Change]:
                     apply=_enable_service(client),
                 )
             )
-
-    stored_subs: list[dict[str, Any]] = ctx.read(lambda: _read_subscriptions(client), fresh=[])
-    if subs:
-        commands = containers.desired_commands(desired)
-        registered = containers.read_commands(ctx)
-        pending = containers.pending_commands(commands, registered)
-    else:
-        registered, pending = [], set()
+        pending = containers.pending_commands(containers.desired_commands(desired), registered)
 
     by_key: dict[Key, list[dict[str, Any]]] = {}
     for s in stored_subs:
@@ -273,6 +320,19 @@ def plan(ctx: HostContext) -> list[Change]:
         shown_id: int | str = known if known is not None else f"(id of {sub.command}/{sub.wrapper})"
         want = payload(sub, shown_id)
         existing = by_key.get(key, [])
+        if not existing and service_off:
+            changes.append(
+                Change(
+                    AREA,
+                    "create",
+                    _describe(key),
+                    after=want,
+                    detail="the event service is off, so XNAT lists no subscriptions: created "
+                    "once it is on, unless one with this name and project exists",
+                    apply=_create_if_missing(client, sub, known),
+                )
+            )
+            continue
         if not existing:
             changes.append(
                 Change(

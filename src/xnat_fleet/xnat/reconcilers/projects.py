@@ -1,6 +1,6 @@
 """Projects: existence, name/description, accessibility, prearchive code, membership.
 
-xnat-facts.md §9. Only the projects the inventory lists are managed; other projects (made by
+docs/xnat-api.md §9. Only the projects the inventory lists are managed; other projects (made by
 people or other tools) are ignored, and no project is ever deleted, not even with ``--prune``.
 
 - Create: ``POST /data/projects`` with an XML ``xnat:projectData`` body (JSON is rejected, §9).
@@ -24,17 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from xnat_fleet.xnat import reads
 from xnat_fleet.xnat.changes import Change, ReconcileError
-from xnat_fleet.xnat.client import XnatClient, XnatError, seg
+from xnat_fleet.xnat.client import XnatClient, seg
 from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import ProjectSpec
 
 AREA = "projects"
 XNAT_NS = "http://nrg.wustl.edu/xnat"
-PREARCHIVE_CODES = (0, 4, 5)  # xnat-facts.md §9: prearchive, auto-archive, auto-archive overwrite
+# docs/xnat-api.md §9: prearchive, auto-archive, auto-archive overwrite
+PREARCHIVE_CODES = (0, 4, 5)
 ACCESSIBILITY = ("private", "protected", "public")
-# Membership groups as the REST path names them, and the group-id suffix XNAT lists (§9).
-GROUPS = {"Owners": "_owner", "Members": "_member", "Collaborators": "_collaborator"}
+GROUPS = reads.GROUPS
 # Characters XML 1.0 cannot carry at all (not even escaped).
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -64,7 +65,7 @@ def _validate(ctx: HostContext) -> None:
         if p.id in seen:
             raise fail(f"project {p.id} is listed twice")
         seen.add(p.id)
-        # xnat-facts.md §9: the server takes any integer; only 0, 4 and 5 mean something.
+        # docs/xnat-api.md §9: the server takes any integer; only 0, 4 and 5 mean something.
         if p.prearchive_code not in PREARCHIVE_CODES:
             raise fail(
                 f"project {p.id}: prearchive_code {p.prearchive_code!r} is not one of 0 "
@@ -96,61 +97,49 @@ def _desired_groups(spec: ProjectSpec) -> dict[str, list[str]]:
 
 
 # -- XNAT reads ------------------------------------------------------------------------------------
-def list_projects(client: XnatClient) -> dict[str, dict[str, Any]]:
-    """``GET /data/projects?format=json`` → ``ResultSet.Result[]`` keyed by ``ID`` (§9)."""
-    data = client.get_json("/data/projects", params={"format": "json"})
-    rows = _result_rows(data, "/data/projects")
-    return {str(row["ID"]): row for row in rows if isinstance(row, dict) and row.get("ID")}
-
-
-def _result_rows(data: Any, path: str) -> list[Any]:
-    try:
-        rows = data["ResultSet"]["Result"]
-    except (KeyError, TypeError):
-        raise XnatError(f"GET {path}: the answer has no ResultSet.Result list") from None
-    if not isinstance(rows, list):
-        raise XnatError(f"GET {path}: ResultSet.Result is not a list")
-    return rows
-
-
-def _group_of(pid: str, row: dict[str, Any]) -> str | None:
-    """Owners/Members/Collaborators from a users row: group id ``{pid}_owner`` etc. (§9)."""
-    group_id = str(row.get("GROUP_ID") or "")
-    for group, suffix in GROUPS.items():
-        if group_id == pid + suffix:
-            return group
-    if group_id:
-        return group_id  # a custom project group: reported as is, never managed
-    display = row.get("displayname")  # no group id at all: fall back to the display name
-    return str(display) if display in GROUPS else None
+list_projects = reads.list_projects  # other areas import it from here
 
 
 def _read_project(client: XnatClient, pid: str, row: dict[str, Any]) -> _Current:
     base = f"/data/projects/{seg(pid)}"
-    # xnat-facts.md §9: accessibility and prearchive code read as text/plain.
+    # docs/xnat-api.md §9: accessibility and prearchive code read as text/plain.
     access = (client.get_text(f"{base}/accessibility") or "").strip().lower()
     code_text = (client.get_text(f"{base}/prearchive_code") or "").strip()
     try:
         code: int | None = int(code_text)
     except ValueError:
         code = None  # unreadable: planned as a change, so it is set
-    # xnat-facts.md §9: membership listing with group ids ending _owner/_member/_collaborator.
-    users = client.get_json(f"{base}/users", params={"format": "json"})
-    members: dict[str, list[str]] = {}
-    for urow in _result_rows(users, f"{base}/users"):
-        if not isinstance(urow, dict) or not urow.get("login"):
-            continue
-        group = _group_of(pid, urow)
-        if group is not None:
-            members.setdefault(str(urow["login"]), []).append(group)
     return _Current(
         name=str(row.get("name") or "").strip(),
         secondary_id=str(row.get("secondary_ID") or "").strip(),
         description=str(row.get("description") or "").strip(),
         accessibility=access,
         prearchive_code=code,
-        members=members,
+        members=reads.project_members(client, pid),
     )
+
+
+@dataclass
+class Current:
+    """The inventory's projects as XNAT holds them (None: missing) and XNAT's logins (which
+    LDAP/OpenID members exist yet)."""
+
+    projects: dict[str, _Current | None]
+    logins: frozenset[str] = frozenset()
+
+
+def read(ctx: HostContext) -> Current:
+    _validate(ctx)
+    if not ctx.desired.projects or ctx.fresh:
+        return Current({s.project.id: None for s in ctx.desired.projects})
+    client = ctx.client
+    existing = list_projects(client)
+    projects: dict[str, _Current | None] = {}
+    for spec in ctx.desired.projects:
+        row = existing.get(spec.project.id)
+        projects[spec.project.id] = None if row is None else _read_project(client, row["ID"], row)
+    external = any(u.auth != "local" for u in ctx.desired.users)
+    return Current(projects, reads.logins(client) if external else frozenset())
 
 
 # -- XNAT writes -----------------------------------------------------------------------------------
@@ -167,12 +156,12 @@ def project_xml(pid: str, name: str, description: str) -> str:
 
 
 def _set_accessibility(client: XnatClient, pid: str, value: str) -> None:
-    # xnat-facts.md §9: PUT /data/projects/{id}/accessibility/{public|protected|private}
+    # docs/xnat-api.md §9: PUT /data/projects/{id}/accessibility/{public|protected|private}
     client.request("PUT", f"/data/projects/{seg(pid)}/accessibility/{seg(value)}")
 
 
 def _set_prearchive_code(client: XnatClient, pid: str, code: int) -> None:
-    # xnat-facts.md §9: PUT /data/projects/{id}/prearchive_code/{code} (validated 0/4/5 above)
+    # docs/xnat-api.md §9: PUT /data/projects/{id}/prearchive_code/{code} (validated 0/4/5 above)
     client.request("PUT", f"/data/projects/{seg(pid)}/prearchive_code/{code}")
 
 
@@ -180,11 +169,13 @@ def _create(client: XnatClient, spec: ProjectSpec) -> Callable[[], None]:
     p = spec.project
 
     def apply() -> None:
-        # xnat-facts.md §9: POST /data/projects with XML; 200 created (409 exists is an error:
-        # the project was not in the listing when this plan was made).
+        # docs/xnat-api.md §9: POST /data/projects with XML; 200 created (409 exists is an error:
+        # the project was not in the listing when this plan was made). Without ?accessibility=
+        # XNAT creates it "protected" until the PUT below: pass the inventory's value at once.
         client.request(
             "POST",
             "/data/projects",
+            params={"accessibility": p.accessibility},
             text=project_xml(p.id, p.name, p.description),
             content_type="text/xml",
             ok=(200, 201),
@@ -200,7 +191,7 @@ def _update(client: XnatClient, spec: ProjectSpec, changed: dict[str, Any]) -> C
 
     def apply() -> None:
         if {"name", "description", "secondary_ID"} & changed.keys():
-            # xnat-facts.md §9: create-or-update PUT /data/projects/{id} with the XML body.
+            # docs/xnat-api.md §9: create-or-update PUT /data/projects/{id} with the XML body.
             client.request(
                 "PUT",
                 f"/data/projects/{seg(p.id)}",
@@ -218,7 +209,7 @@ def _update(client: XnatClient, spec: ProjectSpec, changed: dict[str, Any]) -> C
 
 def _put_member(client: XnatClient, pid: str, group: str, user: str) -> Callable[[], None]:
     def apply() -> None:
-        # xnat-facts.md §9: PUT /data/projects/{id}/users/{Owners|Members|Collaborators}/{user};
+        # docs/xnat-api.md §9: PUT /data/projects/{id}/users/{Owners|Members|Collaborators}/{user};
         # a user already in another group of the project is moved.
         client.request("PUT", f"/data/projects/{seg(pid)}/users/{seg(group)}/{seg(user)}")
 
@@ -230,24 +221,16 @@ def _delete_member(
 ) -> Callable[[], None]:
     def apply() -> None:
         for group in groups:
-            # xnat-facts.md §9: DELETE /data/projects/{id}/users/{Group}/{user}
+            # docs/xnat-api.md §9: DELETE /data/projects/{id}/users/{Group}/{user}
             client.request("DELETE", f"/data/projects/{seg(pid)}/users/{seg(group)}/{seg(user)}")
 
     return apply
 
 
 # -- planning --------------------------------------------------------------------------------------
-def _exists(ctx: HostContext, user: str) -> bool:
-    """Whether the account exists (GET /xapi/users/{u}: 200 / 404, xnat-facts.md §8)."""
-    return ctx.read(
-        lambda: (
-            ctx.client.request("GET", f"/xapi/users/{seg(user)}", ok=(200, 404)).status_code == 200
-        ),
-        fresh=False,
-    )
-
-
-def _membership(ctx: HostContext, spec: ProjectSpec, current: dict[str, list[str]]) -> list[Change]:
+def _membership(
+    ctx: HostContext, spec: ProjectSpec, current: dict[str, list[str]], logins: frozenset[str]
+) -> list[Change]:
     pid = spec.project.id
     client = ctx.client
     changes: list[Change] = []
@@ -261,8 +244,8 @@ def _membership(ctx: HostContext, spec: ProjectSpec, current: dict[str, list[str
         if have == [group]:
             continue
         target = f"project {pid} member {user}"
-        if not have and user in external and not _exists(ctx, user):
-            # LDAP/OpenID accounts appear at their first login (xnat-facts.md §8); until then
+        if not have and user in external and user not in logins:
+            # LDAP/OpenID accounts appear at their first login (docs/xnat-api.md §8); until then
             # there is nobody to add. Shown, not drift; the next run adds them.
             changes.append(
                 Change(
@@ -316,18 +299,19 @@ def _membership(ctx: HostContext, spec: ProjectSpec, current: dict[str, list[str
 
 
 def plan(ctx: HostContext) -> list[Change]:
-    """Changes that make the inventory's projects exist as described (xnat-facts.md §9)."""
+    """Changes that make the inventory's projects exist as described (docs/xnat-api.md §9)."""
+    return plan_changes(ctx, read(ctx))
+
+
+def plan_changes(ctx: HostContext, state: Current) -> list[Change]:
+    """Pure: the changes from the inventory's projects and ``state`` (no request is sent)."""
     _validate(ctx)
-    if not ctx.desired.projects:
-        return []
     client = ctx.client
-    no_projects: dict[str, dict[str, Any]] = {}
-    existing = ctx.read(lambda: list_projects(client), fresh=no_projects)
     changes: list[Change] = []
     for spec in ctx.desired.projects:
         p = spec.project
-        row = existing.get(p.id)
-        if row is None:
+        current = state.projects.get(p.id)
+        if current is None:
             after = {
                 "ID": p.id,
                 "secondary_ID": p.id,
@@ -340,9 +324,8 @@ def plan(ctx: HostContext) -> list[Change]:
                 Change(AREA, "create", f"project {p.id}", None, after, apply=_create(client, spec))
             )
             # XNAT makes the creator (the service account) an Owner; nobody else is a member.
-            changes.extend(_membership(ctx, spec, {}))
+            changes.extend(_membership(ctx, spec, {}, state.logins))
             continue
-        current = _read_project(client, p.id, row)
         have: dict[str, Any] = {
             "name": current.name,
             "secondary_ID": current.secondary_id,
@@ -370,5 +353,5 @@ def plan(ctx: HostContext) -> list[Change]:
                     apply=_update(client, spec, diff),
                 )
             )
-        changes.extend(_membership(ctx, spec, current.members))
+        changes.extend(_membership(ctx, spec, current.members, state.logins))
     return changes

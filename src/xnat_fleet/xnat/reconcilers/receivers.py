@@ -1,8 +1,9 @@
 """DICOM C-STORE receivers (XNAT's DICOM SCP instances).
 
-xnat-facts.md §10. A receiver's identity is its AE title + port. Endpoints:
-``GET|POST /xapi/dicomscp``, ``PUT|DELETE /xapi/dicomscp/{id}`` (PUT *merges* the body, so only
-changed fields are sent), ``PUT /xapi/dicomscp/{id}/enabled/{bool}``,
+docs/xnat-api.md §10. A receiver's identity is its AE title + port. Endpoints:
+``GET|POST /xapi/dicomscp``, ``PUT|DELETE /xapi/dicomscp/{id}`` (on most XNAT builds PUT *replaces*
+the receiver with the body, fields left out becoming null or defaults; one later build merges:
+so the whole receiver is always sent, correct on both), ``PUT /xapi/dicomscp/{id}/enabled/{bool}``,
 ``GET /xapi/dicomscp/title/{ae}/{port}``.
 
 Guards (§10 "Duplicate-port trap", §18): XNAT silently accepts two receivers on one port, so the
@@ -24,9 +25,9 @@ from xnat_fleet.xnat.client import XnatClient, XnatError, seg
 from xnat_fleet.xnat.context import HostContext
 
 AREA = "receivers"
-# xnat-facts.md §10 "One AE per project": match anything, replace with the project id.
+# docs/xnat-api.md §10 "One AE per project": match anything, replace with the project id.
 PROJECT_ROUTING = "(0008,0018):(.*):1 t:.+ r:{project}"
-# xnat-facts.md §10 receiver JSON defaults (DicomSCPInstance): a field XNAT leaves out has these.
+# docs/xnat-api.md §10 receiver JSON defaults (DicomSCPInstance): a field XNAT leaves out has these.
 DEFAULTS: dict[str, Any] = {
     "identifier": "dicomObjectIdentifier",
     "enabled": True,
@@ -38,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "routingExpressionsEnabled": False,
     "projectRoutingExpression": "",
 }
-# xnat-facts.md §1 ports / §10: a fresh XNAT has one receiver, AE `XNAT` on port 8104
+# docs/xnat-host.md §1 ports / §10: a fresh XNAT has one receiver, AE `XNAT` on port 8104
 # (DicomSCPInstance.createDefault()). Its id is unknown until it can be read.
 FACTORY_DEFAULT: tuple[str, int] = ("XNAT", 8104)
 FRESH_RECEIVERS: list[dict[str, Any]] = [{**DEFAULTS, "id": None, "aeTitle": "XNAT", "port": 8104}]
@@ -47,7 +48,7 @@ Identity = tuple[str, int]
 
 
 def payload(r: Receiver) -> dict[str, Any]:
-    """The receiver JSON XNAT should hold (xnat-facts.md §10 table), native JSON types."""
+    """The receiver JSON XNAT should hold (docs/xnat-api.md §10 table), native JSON types."""
     body: dict[str, Any] = {
         "aeTitle": r.ae_title,
         "port": r.port,
@@ -97,14 +98,14 @@ def _validate(ctx: HostContext) -> None:
                 ctx.host,
                 AREA,
                 f"receivers {other.ae_title}:{other.port} and {r.ae_title}:{r.port} share port "
-                f"{r.port}; XNAT would accept both and only one can listen (xnat-facts.md §10)",
+                f"{r.port}; XNAT would accept both and only one can listen (docs/xnat-api.md §10)",
             )
         by_port[r.port] = r
 
 
 # -- reads -----------------------------------------------------------------------------------------
 def _list(client: XnatClient) -> list[dict[str, Any]]:
-    # xnat-facts.md §10: GET /xapi/dicomscp lists every receiver.
+    # docs/xnat-api.md §10: GET /xapi/dicomscp lists every receiver.
     data = client.get_json("/xapi/dicomscp")
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise XnatError("GET /xapi/dicomscp: expected a JSON list of receivers")
@@ -116,7 +117,7 @@ def _resolve(client: XnatClient, receiver: dict[str, Any]) -> int:
     if receiver.get("id") is not None:
         return int(receiver["id"])
     ae, port = _identity(receiver)
-    # xnat-facts.md §10: GET /xapi/dicomscp/title/{ae}/{port}
+    # docs/xnat-api.md §10: GET /xapi/dicomscp/title/{ae}/{port}
     found = client.get_json(f"/xapi/dicomscp/title/{seg(ae)}/{port}")
     if not isinstance(found, dict) or found.get("id") is None:
         raise XnatError(f"GET /xapi/dicomscp/title/{ae}/{port}: no receiver id in the answer")
@@ -126,10 +127,29 @@ def _resolve(client: XnatClient, receiver: dict[str, Any]) -> int:
 # -- writes ----------------------------------------------------------------------------------------
 def _create(client: XnatClient, body: dict[str, Any]) -> Callable[[], None]:
     def apply() -> None:
-        # xnat-facts.md §10: POST /xapi/dicomscp creates (409 if an enabled one has this AE+port).
+        # docs/xnat-api.md §10: POST /xapi/dicomscp creates (400 when AE+port is taken).
         client.request("POST", "/xapi/dicomscp", json=body, ok=(200, 201))
 
     return apply
+
+
+def whole_receiver(
+    current: dict[str, Any], fields: dict[str, Any], enabled: bool | None
+) -> dict[str, Any]:
+    """The complete receiver to PUT: XNAT's current one with the changed ``fields`` laid over.
+
+    docs/xnat-api.md §10: most builds bind the PUT body into a fresh instance (a field left out
+    comes back null, 0 or a default: aeTitle/identifier null, port 0, enabled true), one later
+    build merges; the whole object is right on both. ``enabled`` stays as it is unless the
+    receiver is being switched off (then off already, so the PUT cannot switch it back on)."""
+    body = {key: _current_value(current, key) for key in ("aeTitle", "port", *DEFAULTS)}
+    body.update({k: v for k, v in current.items() if v is not None})
+    body.update(fields)
+    if enabled is False:
+        body["enabled"] = False
+    else:
+        body["enabled"] = bool(_current_value(current, "enabled"))
+    return body
 
 
 def _update(
@@ -143,15 +163,16 @@ def _update(
 
         def flag() -> None:
             if enabled is not None:
-                # xnat-facts.md §10: PUT /xapi/dicomscp/{id}/enabled/{true|false}
+                # docs/xnat-api.md §10: PUT /xapi/dicomscp/{id}/enabled/{true|false}
                 state = "true" if enabled else "false"
                 client.request("PUT", f"/xapi/dicomscp/{rid}/enabled/{state}")
 
         if enabled is False:
             flag()  # stop listening before anything else changes
         if fields:
-            # xnat-facts.md §10: PUT /xapi/dicomscp/{id} MERGES: only the changed fields.
-            client.request("PUT", f"/xapi/dicomscp/{rid}", json=fields)
+            # docs/xnat-api.md §10: PUT /xapi/dicomscp/{id} with the whole receiver.
+            body = {**whole_receiver(current, fields, enabled), "id": rid}
+            client.request("PUT", f"/xapi/dicomscp/{rid}", json=body)
         if enabled is True:
             flag()
 
@@ -161,7 +182,7 @@ def _update(
 def _delete(client: XnatClient, current: dict[str, Any]) -> Callable[[], None]:
     def apply() -> None:
         rid = _resolve(client, current)
-        # xnat-facts.md §10: DELETE /xapi/dicomscp/{id}
+        # docs/xnat-api.md §10: DELETE /xapi/dicomscp/{id}
         client.request("DELETE", f"/xapi/dicomscp/{rid}")
 
     return apply
@@ -173,11 +194,21 @@ def _shown(receiver: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- planning --------------------------------------------------------------------------------------
+def read(ctx: HostContext) -> list[dict[str, Any]]:
+    """Every receiver XNAT has (XNAT's factory default on a fresh site, without a request)."""
+    _validate(ctx)
+    return ctx.read(lambda: _list(ctx.client), fresh=[dict(r) for r in FRESH_RECEIVERS])
+
+
 def plan(ctx: HostContext) -> list[Change]:
-    """Receivers as the inventory lists them (xnat-facts.md §10)."""
+    """Receivers as the inventory lists them (docs/xnat-api.md §10)."""
+    return plan_changes(ctx, read(ctx))
+
+
+def plan_changes(ctx: HostContext, current: list[dict[str, Any]]) -> list[Change]:
+    """Pure: the changes from the inventory's receivers and ``current`` (no request is sent)."""
     _validate(ctx)
     client = ctx.client
-    current = ctx.read(lambda: _list(client), fresh=[dict(r) for r in FRESH_RECEIVERS])
 
     wanted: dict[Identity, Receiver] = {(r.ae_title, r.port): r for r in ctx.desired.receivers}
     managed: dict[Identity, dict[str, Any]] = {}
@@ -189,7 +220,7 @@ def plan(ctx: HostContext) -> list[Change]:
         else:
             unmanaged.append(receiver)
 
-    # XNAT's factory-default receiver (XNAT:8104, created at first start: xnat-facts.md §1, §10)
+    # XNAT's factory-default receiver (XNAT:8104, created at first start: docs/xnat-host.md §1, §10)
     # is not anybody's data: when the inventory puts its own receiver on that port, the default
     # is replaced, prune or not.
     wanted_ports = {r.port for r in ctx.desired.receivers}
@@ -199,7 +230,7 @@ def plan(ctx: HostContext) -> list[Change]:
         if _identity(other) == FACTORY_DEFAULT and FACTORY_DEFAULT[1] in wanted_ports
     ]
 
-    # xnat-facts.md §10 duplicate-port trap: a port taken by a receiver we do not manage.
+    # docs/xnat-api.md §10 duplicate-port trap: a port taken by a receiver we do not manage.
     if not ctx.prune:
         for r in ctx.desired.receivers:
             for other in unmanaged:
@@ -212,7 +243,7 @@ def plan(ctx: HostContext) -> list[Change]:
                         AREA,
                         f"receiver {r.ae_title}:{r.port}: port {r.port} is already used by "
                         f"receiver {ae}:{port}, which the inventory does not list; XNAT would "
-                        "accept both (xnat-facts.md §10). Remove it (or run with --prune).",
+                        "accept both (docs/xnat-api.md §10). Remove it (or run with --prune).",
                     )
 
     changes: list[Change] = []

@@ -1,4 +1,4 @@
-"""Site configuration (``/xapi/siteConfig``, xnat-facts.md §7).
+"""Site configuration (``/xapi/siteConfig``, docs/xnat-api.md §7).
 
 One ``update`` change listing only the keys of ``desired.site_config`` whose current value
 differs, applied with one ``POST /xapi/siteConfig`` of exactly those keys; the engine reads back
@@ -17,9 +17,9 @@ from xnat_fleet.xnat.changes import Change, ReconcileError
 from xnat_fleet.xnat.context import HostContext
 
 AREA = "site"
-SITE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # xnat-facts.md §4
+SITE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # docs/xnat-host.md §4
 
-# XNAT's built-in defaults (xnat-facts.md §7 table; paths from §1/§4; `siteUrl` has none), what a
+# XNAT's built-in defaults (docs/xnat-api.md §7 table; paths from §1/§4; `siteUrl` has none), what a
 # fresh site is planned against without a request.
 DEFAULTS: dict[str, Any] = {
     "initialized": False,
@@ -65,7 +65,7 @@ _MISSING = object()
 
 
 def validate(ctx: HostContext) -> dict[str, Any]:
-    """The desired keys, checked before any request (xnat-facts.md §18: no empty values,
+    """The desired keys, checked before any request (docs/xnat-api.md §18: no empty values,
     ``siteId`` regex, ``siteUrl`` non-empty)."""
     desired = ctx.desired.site_config
 
@@ -78,13 +78,13 @@ def validate(ctx: HostContext) -> dict[str, Any]:
         if key == "initialized":
             fail("site_config.initialized is set by bootstrap, not by the inventory")
         if value is None or (isinstance(value, str | list | dict) and not value):
-            fail(f"site_config.{key} is empty (xnat-facts.md §18: no empty values)")
+            fail(f"site_config.{key} is empty (docs/xnat-api.md §18: no empty values)")
     site_id = desired.get("siteId")
     if site_id is not None and not (isinstance(site_id, str) and SITE_ID.match(site_id)):
-        fail(f"siteId {site_id!r} must match {SITE_ID.pattern} (xnat-facts.md §4)")
+        fail(f"siteId {site_id!r} must match {SITE_ID.pattern} (docs/xnat-host.md §4)")
     url = desired.get("siteUrl")
     if url is not None and not (isinstance(url, str) and re.match(r"^https?://[^/\s]+", url)):
-        fail(f"siteUrl {url!r} must be an http(s) URL (xnat-facts.md §18)")
+        fail(f"siteUrl {url!r} must be an http(s) URL (docs/xnat-api.md §18)")
     return dict(desired)
 
 
@@ -145,7 +145,7 @@ def same(desired: Any, current: Any) -> bool:
 
 
 def current_config(ctx: HostContext) -> dict[str, Any]:
-    """``GET /xapi/siteConfig`` (xnat-facts.md §7), or XNAT's defaults on a fresh site."""
+    """``GET /xapi/siteConfig`` (docs/xnat-api.md §7), or XNAT's defaults on a fresh site."""
 
     def read() -> dict[str, Any]:
         data = ctx.client.get_json("/xapi/siteConfig")
@@ -155,7 +155,7 @@ def current_config(ctx: HostContext) -> dict[str, Any]:
 
     fresh = dict(DEFAULTS)
     if ctx.fresh:
-        # Bootstrap (applied first) sets these on an uninitialised site (xnat-facts.md §6 steps
+        # Bootstrap (applied first) sets these on an uninitialised site (docs/xnat-api.md §6 steps
         # 3 and 6): the site plan does not list them a second time.
         from xnat_fleet.xnat.reconcilers.bootstrap import INIT_KEYS, PATH_KEYS, SWITCH_KEYS
 
@@ -165,8 +165,13 @@ def current_config(ctx: HostContext) -> dict[str, Any]:
 
 
 def plan(ctx: HostContext) -> list[Change]:
+    validate(ctx)  # before any request
+    return plan_changes(ctx, current_config(ctx))
+
+
+def plan_changes(ctx: HostContext, current: dict[str, Any]) -> list[Change]:
+    """Pure: the siteConfig keys the inventory sets that differ from ``current`` (no request)."""
     desired = validate(ctx)
-    current = current_config(ctx)
     diff = {
         key: value for key, value in desired.items() if not same(value, current.get(key, _MISSING))
     }
@@ -176,7 +181,7 @@ def plan(ctx: HostContext) -> list[Change]:
     client = ctx.client
 
     def apply() -> None:
-        # xnat-facts.md §7: POST /xapi/siteConfig with the changed keys only, native JSON types.
+        # docs/xnat-api.md §7: POST /xapi/siteConfig with the changed keys only, native JSON types.
         client.request("POST", "/xapi/siteConfig", json=diff)
 
     return [Change(AREA, "update", "siteConfig", before=before, after=dict(diff), apply=apply)]

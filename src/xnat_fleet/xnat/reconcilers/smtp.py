@@ -1,4 +1,4 @@
-"""XNAT's SMTP server (xnat-facts.md §15).
+"""XNAT's SMTP server (docs/xnat-api.md §15).
 
 Written with ``POST /xapi/notifications`` whose ``smtpServer`` value is itself a JSON *string* of
 ``{hostname, port, protocol, username, password, mailProperties}``; XNAT may answer 500 and still
@@ -32,7 +32,7 @@ def _flag(value: Any) -> str:
 
 
 def desired_server(ctx: HostContext) -> dict[str, Any]:
-    """The ``smtpServer`` object to send (xnat-facts.md §15), validated before any request."""
+    """The ``smtpServer`` object to send (docs/xnat-api.md §15), validated before any request."""
     smtp = ctx.desired.smtp
 
     def fail(message: str) -> None:
@@ -79,18 +79,17 @@ def normalise(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     out: dict[str, Any] = {}
-    host = data.get("hostname", data.get("host"))
-    if host is not None:
-        out["hostname"] = str(host)
+    # docs/xnat-api.md §15: XNAT leaves blank hostname/protocol/username/password out of the
+    # map (SmtpServer.asProperties), so a missing key reads as "" (never as "unknown").
+    out["hostname"] = str(data.get("hostname", data.get("host")) or "")
     if data.get("port") is not None:
         port = data["port"]
         out["port"] = int(port) if isinstance(port, str) and port.strip().isdigit() else port
     for key in ("protocol", "username"):
-        if data.get(key) is not None:
-            out[key] = str(data[key])
+        out[key] = str(data.get(key) or "")
     password = data.get("password")
     # A masked echo ("********") says nothing about the stored value: not compared.
-    if "password" in data and not (isinstance(password, str) and re.fullmatch(r"\*{3,}", password)):
+    if not (isinstance(password, str) and re.fullmatch(r"\*{3,}", password)):
         out["password"] = "" if password is None else str(password)
     props: dict[str, Any] = {k: v for k, v in data.items() if k.startswith("mail.")}
     if isinstance(data.get("mailProperties"), dict):
@@ -120,15 +119,20 @@ def _shown(values: dict[str, Any], keys: list[str]) -> dict[str, Any]:
 
 
 def read_current(ctx: HostContext) -> dict[str, Any]:
-    """``GET /xapi/notifications/smtp`` (xnat-facts.md §15); empty on a fresh site."""
+    """``GET /xapi/notifications/smtp`` (docs/xnat-api.md §15); empty on a fresh site."""
     return ctx.read(lambda: normalise(ctx.client.get_json("/xapi/notifications/smtp")), fresh={})
 
 
 def plan(ctx: HostContext) -> list[Change]:
+    desired_server(ctx)  # validated before any request
+    return plan_changes(ctx, read_current(ctx))
+
+
+def plan_changes(ctx: HostContext, current: dict[str, Any]) -> list[Change]:
+    """Pure: the change from the inventory's SMTP server and ``current`` (no request is sent)."""
     want = desired_server(ctx)
     if want["password"]:
         ctx.client.add_secret(want["password"])
-    current = read_current(ctx)
     keys = differences(want, current)
     if not keys:
         return []
@@ -136,8 +140,8 @@ def plan(ctx: HostContext) -> list[Change]:
     host = ctx.host
 
     def apply() -> None:
-        # xnat-facts.md §15: `smtpServer` is a JSON string inside the JSON body; the call may
-        # answer 500 and still apply, so accept 500 and judge by the read-back.
+        # docs/xnat-api.md §15: `smtpServer` is a JSON string inside the JSON body; some builds
+        # store everything and then answer 500, so accept 500 and judge by the read-back.
         response = client.request(
             "POST",
             "/xapi/notifications",

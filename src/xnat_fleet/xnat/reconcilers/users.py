@@ -1,5 +1,5 @@
 """XNAT accounts of ``fleet_xnat_users``: profile, enabled flag, site roles and groups
-(xnat-facts.md §8).
+(docs/xnat-api.md §8).
 
 - Local accounts are created (``POST /xapi/users``, 201 created / 409 exists) with their password
   from the vault. Passwords are set at creation only and never updated afterwards: users change
@@ -18,18 +18,22 @@
 from __future__ import annotations
 
 import re
-from functools import partial
+from collections.abc import Mapping
 from typing import Any
 
 from xnat_fleet.model.fleet import XnatUser
+from xnat_fleet.xnat import reads
 from xnat_fleet.xnat.changes import SECRET, Change, ReconcileError
-from xnat_fleet.xnat.client import XnatClient, seg
+from xnat_fleet.xnat.client import OK_STATUSES, XnatClient, seg
 from xnat_fleet.xnat.context import HostContext
+from xnat_fleet.xnat.reads import Account
 
 AREA = "users"
-PROJECT_GROUP = re.compile(r"^.+_(owner|member|collaborator)$")  # xnat-facts.md §9
-# xnat-facts.md §8 user JSON field -> XnatUser attribute (local accounts only)
+PROJECT_GROUP = re.compile(r"^.+_(owner|member|collaborator)$")  # docs/xnat-api.md §9
+# docs/xnat-api.md §8 user JSON field -> XnatUser attribute (local accounts only)
 PROFILE = (("firstName", "first_name"), ("lastName", "last_name"), ("email", "email"))
+# docs/xnat-api.md §8: PUT /xapi/users/{u} answers 304 when no attribute changed.
+PUT_USER_OK = (*OK_STATUSES, 304)
 
 
 def _reserved(ctx: HostContext) -> set[str]:
@@ -68,7 +72,7 @@ def validate(ctx: HostContext) -> tuple[list[XnatUser], list[Change]]:
             fail(f"local user {name} has no password in vault_xnat_user_passwords")
         for attr in ("first_name", "last_name", "email"):
             if not str(getattr(user, attr) or "").strip():
-                fail(f"user {name}: {attr} is empty (xnat-facts.md §18: no empty values)")
+                fail(f"user {name}: {attr} is empty (docs/xnat-api.md §18: no empty values)")
         for group in user.groups:
             if PROJECT_GROUP.match(group):
                 fail(
@@ -81,35 +85,26 @@ def validate(ctx: HostContext) -> tuple[list[XnatUser], list[Change]]:
     return managed, notes
 
 
-def _true(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() == "true"
-    return bool(value)
-
-
-def read_user(client: XnatClient, username: str) -> dict[str, Any] | None:
-    """The account, its roles and its site groups, or None when it does not exist."""
-    u = seg(username)
-    data = client.get_json(f"/xapi/users/{u}", ok=(200, 404))  # xnat-facts.md §8: 200 / 404
-    if not isinstance(data, dict):
-        return None
-    roles = client.get_json(f"/xapi/users/{u}/roles") or []  # xnat-facts.md §8
-    groups = client.get_json(f"/xapi/users/{u}/groups") or []  # xnat-facts.md §8
-    return {
-        "firstName": data.get("firstName"),
-        "lastName": data.get("lastName"),
-        "email": data.get("email"),
-        "enabled": _true(data.get("enabled", True)),
-        "roles": sorted(str(r) for r in roles),
-        "groups": sorted(str(g) for g in groups if not PROJECT_GROUP.match(str(g))),
-    }
+def read(ctx: HostContext) -> dict[str, Account | None]:
+    """Each managed account as XNAT holds it (None: no such login), one listing first
+    (docs/xnat-api.md §8: ``GET /xapi/users/{u}`` is a 500 for an unknown user)."""
+    users, _notes = validate(ctx)
+    if ctx.fresh or not users:
+        return {u.username: None for u in users}
+    known = reads.logins(ctx.client)
+    return {u.username: reads.account(ctx.client, u.username, known) for u in users}
 
 
 def plan(ctx: HostContext) -> list[Change]:
+    return plan_changes(ctx, read(ctx))
+
+
+def plan_changes(ctx: HostContext, current: Mapping[str, Account | None]) -> list[Change]:
+    """Pure: the changes from the inventory's users and ``current`` (no request is sent)."""
     users, changes = validate(ctx)
     for user in users:
-        current = ctx.read(partial(read_user, ctx.client, user.username), fresh=None)
-        if current is None:
+        account = current.get(user.username)
+        if account is None:
             if user.auth == "local":
                 changes.append(_create(ctx, user))
             else:
@@ -122,23 +117,34 @@ def plan(ctx: HostContext) -> list[Change]:
                     )
                 )
             continue
-        changes.extend(_update(ctx, user, current))
+        changes.extend(_update(ctx, user, _state(account)))
     return changes
+
+
+def _state(account: Account) -> dict[str, Any]:
+    return {
+        "firstName": account.first_name,
+        "lastName": account.last_name,
+        "email": account.email,
+        "enabled": account.enabled,
+        "roles": sorted(account.roles),
+        "groups": sorted(g for g in account.groups if not PROJECT_GROUP.match(g)),
+    }
 
 
 def _grant(client: XnatClient, username: str, roles: list[str], groups: list[str]) -> None:
     u = seg(username)
-    for role in roles:  # xnat-facts.md §8: PUT /xapi/users/{u}/roles/{role}
+    for role in roles:  # docs/xnat-api.md §8: PUT /xapi/users/{u}/roles/{role}
         client.request("PUT", f"/xapi/users/{u}/roles/{seg(role)}")
-    for group in groups:  # xnat-facts.md §8: PUT /xapi/users/{u}/groups/{group}
+    for group in groups:  # docs/xnat-api.md §8: PUT /xapi/users/{u}/groups/{group}
         client.request("PUT", f"/xapi/users/{u}/groups/{seg(group)}")
 
 
 def _revoke(client: XnatClient, username: str, roles: list[str], groups: list[str]) -> None:
     u = seg(username)
-    for role in roles:  # xnat-facts.md §8 (DELETE of the role resource)
+    for role in roles:  # docs/xnat-api.md §8 (DELETE of the role resource)
         client.request("DELETE", f"/xapi/users/{u}/roles/{seg(role)}")
-    for group in groups:  # xnat-facts.md §8 (DELETE of the group resource)
+    for group in groups:  # docs/xnat-api.md §8 (DELETE of the group resource)
         client.request("DELETE", f"/xapi/users/{u}/groups/{seg(group)}")
 
 
@@ -160,7 +166,7 @@ def _create(ctx: HostContext, user: XnatUser) -> Change:
     roles, groups = sorted(user.roles), sorted(user.groups)
 
     def apply() -> None:
-        # xnat-facts.md §8 / §6 step 5: POST /xapi/users -> 201 created, 409 exists
+        # docs/xnat-api.md §8 / §6 step 5: POST /xapi/users -> 201 created, 409 exists
         response = client.request("POST", "/xapi/users", json=payload, ok=(200, 201, 409))
         if response.status_code == 409:
             # Created meanwhile: bring the profile in line, never the password (users own it).
@@ -168,6 +174,7 @@ def _create(ctx: HostContext, user: XnatUser) -> Change:
                 "PUT",
                 f"/xapi/users/{seg(user.username)}",
                 json={**_profile(user), "enabled": user.enabled},
+                ok=PUT_USER_OK,
             )
         _grant(client, user.username, roles, groups)
 
@@ -204,8 +211,8 @@ def _update(ctx: HostContext, user: XnatUser, current: dict[str, Any]) -> list[C
 
         def apply() -> None:
             if fields:
-                # xnat-facts.md §8: PUT /xapi/users/{u} (merge of the fields sent)
-                client.request("PUT", f"/xapi/users/{seg(username)}", json=fields)
+                # docs/xnat-api.md §8: PUT /xapi/users/{u} (merge of the fields sent)
+                client.request("PUT", f"/xapi/users/{seg(username)}", json=fields, ok=PUT_USER_OK)
             _grant(client, username, add_roles, add_groups)
             _revoke(client, username, del_roles, del_groups)
 

@@ -1,4 +1,4 @@
-"""Xsync pairing: a relay's projects pushed to the central XNAT (xnat-facts.md §16).
+"""Xsync pairing: a relay's projects pushed to the central XNAT (docs/xnat-api.md §16).
 
 On a relay with ``desired.pairings`` the plan is, in apply order:
 
@@ -37,8 +37,9 @@ from urllib.parse import urlsplit
 
 import requests
 
+from xnat_fleet.xnat import reads
 from xnat_fleet.xnat.changes import SECRET, Change, ReconcileError
-from xnat_fleet.xnat.client import XnatClient, XnatError, seg
+from xnat_fleet.xnat.client import OK_STATUSES, XnatClient, XnatError, seg
 from xnat_fleet.xnat.context import HostContext
 from xnat_fleet.xnat.desired import DesiredXnat, XsyncPairing
 
@@ -47,7 +48,7 @@ AREA = "xsync"
 TEXT_PLAIN = "text/plain"
 APPLICATION_JSON = "application/json"
 
-# xnat-facts.md §16.2: the plugin's defaults (what a fresh relay reports).
+# docs/xnat-api.md §16.2: the plugin's defaults (what a fresh relay reports).
 PREFS_DEFAULTS: dict[str, Any] = {
     "tokenRefreshInterval": "10 hours",
     "syncRetryInterval": "2 hours",
@@ -55,7 +56,7 @@ PREFS_DEFAULTS: dict[str, Any] = {
     "syncMaxUncompressedZipFileSize": -1,
 }
 
-# xnat-facts.md §16.4 step 3: statuses of the credential check that mean "not keyed".
+# docs/xnat-api.md §16.4 step 3: statuses of the credential check that mean "not keyed".
 _CHECK_NOT_KEYED = {
     400: "the relay could not connect to the central with the stored token (expired or revoked)",
     403: "no credentials stored for this project and host",
@@ -84,7 +85,8 @@ def parse_version(host: str, version: str) -> tuple[int, int]:
 
 
 def content_type_for(host: str, version: str) -> str:
-    """Content type of Xsync's setup and credentials save/check calls (xnat-facts.md §16.4, §16.7):
+    """Content type of Xsync's setup, credentials save/check and site-preference calls
+    (docs/xnat-api.md §16.4, §16.7):
     the plugin builds for Java 8 (XNAT <= 1.9) consume text/plain, newer ones application/json."""
     return TEXT_PLAIN if parse_version(host, version) <= (1, 9) else APPLICATION_JSON
 
@@ -95,7 +97,7 @@ def validate(ctx: HostContext) -> None:
     if not d.pairings:
         return
     if d.kind != "relay":
-        # xnat-facts.md §16.1: the Xsync jar runs on the source (relay) only.
+        # docs/xnat-api.md §16.1: the Xsync jar runs on the source (relay) only.
         raise ReconcileError(d.host, AREA, f"sync links are for relays, not a {d.kind} host")
     parse_version(d.host, d.version)
     seen: dict[str, str] = {}
@@ -106,7 +108,7 @@ def validate(ctx: HostContext) -> None:
                 d.host,
                 AREA,
                 f"{where}: project {p.link.project} already syncs to {seen[p.link.project]}; "
-                "Xsync keeps one configuration per relay project (xnat-facts.md §16.3)",
+                "Xsync keeps one configuration per relay project (docs/xnat-api.md §16.3)",
             )
         seen[p.link.project] = f"{p.central_host}/{p.link.central_project}"
         parts = urlsplit(p.central_url)
@@ -122,7 +124,7 @@ def validate(ctx: HostContext) -> None:
                 d.host,
                 AREA,
                 f"{where}: central URL {p.central_url!r} must be a canonical http(s) URL without "
-                "a trailing slash (it must match byte for byte, xnat-facts.md §16.2, §16.4)",
+                "a trailing slash (it must match byte for byte, docs/xnat-api.md §16.2, §16.4)",
             )
         if p.central_host not in ctx.peers:
             raise ReconcileError(
@@ -162,7 +164,7 @@ def _refuse_version_mismatch(host: str, relay_version: str, central: str, centra
             host,
             AREA,
             f"the relay runs XNAT {relay_version} but the central {central} runs {central_v}; "
-            "refusing to pair different versions (xnat-facts.md §16.7: the Xsync plugin build "
+            "refusing to pair different versions (docs/xnat-api.md §16.7: the Xsync plugin build "
             "and its endpoints follow the XNAT version)",
         )
 
@@ -203,11 +205,16 @@ def open_session(ctx: HostContext, *, need_central: bool = True) -> XsyncSession
     return session
 
 
+PLUGIN_ID = "xsyncPlugin"  # docs/xnat-api.md §14: @XnatPlugin(value = "xsyncPlugin", ...)
+
+
 def plugin_version(ctx: HostContext) -> str:
-    """The relay's Xsync plugin version: ``GET /xapi/plugins`` (§14), else the inventory's."""
+    """The relay's Xsync plugin version: ``GET /xapi/plugins`` (a map keyed by plugin id, §14),
+    else the inventory's."""
     try:
         plugins = ctx.client.get_json("/xapi/plugins")
-        version = plugins.get("xsync", {}).get("version") if isinstance(plugins, dict) else None
+        entry = plugins.get(PLUGIN_ID, {}) if isinstance(plugins, dict) else {}
+        version = entry.get("version") if isinstance(entry, dict) else None
         if version:
             return str(version)
     except (XnatError, AttributeError):
@@ -230,7 +237,7 @@ def xsync_post(
             f"{ctx.host}: xsync: POST {path} answered HTTP 415 to Content-Type "
             f"{session.content_type}: XNAT {session.relay_version} calls for that content type, "
             f"but the installed Xsync plugin {plugin_version(ctx)} wants {other} "
-            "(xnat-facts.md §16.4, §16.7: text/plain builds for XNAT <= 1.9, application/json "
+            "(docs/xnat-api.md §16.4, §16.7: text/plain builds for XNAT <= 1.9, application/json "
             "for >= 1.10); install the plugin build made for this XNAT version"
         )
     return response
@@ -240,7 +247,7 @@ def xsync_post(
 
 
 def desired_config(p: XsyncPairing) -> dict[str, Any]:
-    """The project's Xsync configuration (skeleton and allowed values: xnat-facts.md §16.3)."""
+    """The project's Xsync configuration (skeleton and allowed values: docs/xnat-api.md §16.3)."""
     link = p.link
     return {
         "enabled": True,
@@ -293,13 +300,7 @@ def config_path(project: str) -> str:
 
 def read_config(client: XnatClient, project: str) -> dict[str, Any] | None:
     """``GET /xapi/xsync/setup/projects/{p}`` (§16.3); 404 = not configured (§16.7)."""
-    response = client.request("GET", config_path(project), ok=(200, 204, 404), expect="json")
-    if response.status_code != 200 or not response.text.strip():
-        return None
-    try:
-        data = response.json()
-    except ValueError:
-        raise XsyncError(f"{client.url}: {config_path(project)} did not answer JSON") from None
+    data = client.get_json(config_path(project), ok=(200, 204, 404), allow_empty=True)
     return data if isinstance(data, dict) else None
 
 
@@ -315,61 +316,25 @@ def check_credentials(session: XsyncSession, p: XsyncPairing) -> int:
     return response.status_code
 
 
-def _project_exists(client: XnatClient, project: str) -> bool:
-    """``GET /data/projects/{id}?format=json`` → 200 / 404 (xnat-facts.md §9)."""
-    response = client.request(
-        "GET", f"/data/projects/{seg(project)}", params={"format": "json"}, ok=(200, 404)
-    )
-    return response.status_code == 200
-
-
 def _project_level(client: XnatClient, project: str, username: str) -> str | None:
-    """The user's level in the project from ``GET /data/projects/{id}/users?format=json``:
-    ``GROUP_ID`` ``{project}_owner|_member|_collaborator`` (xnat-facts.md §9, §16.4)."""
-    data = client.get_json(
-        f"/data/projects/{seg(project)}/users", params={"format": "json"}, ok=(200, 404)
-    )
-    if not isinstance(data, dict):
-        return None
-    rows = data.get("ResultSet", {}).get("Result", [])
-    levels = [
-        str(r.get("GROUP_ID", "")).rsplit("_", 1)[-1]
-        for r in rows
-        if isinstance(r, dict) and r.get("login") == username
-    ]
-    for level in ("owner", "member", "collaborator"):
-        if level in levels:
+    """The user's level in the project: group ids ``{project}_owner|_member|_collaborator``
+    (docs/xnat-api.md §9, §16.4), from the shared membership read."""
+    groups = reads.project_members(client, project).get(username, [])
+    for group, level in (
+        ("Owners", "owner"),
+        ("Members", "member"),
+        ("Collaborators", "collaborator"),
+    ):
+        if group in groups:
             return level
     return None
-
-
-@dataclass
-class _Account:
-    exists: bool
-    enabled: bool = True
-    verified: bool = True
-    roles: tuple[str, ...] = ()
-
-
-def _read_account(client: XnatClient, username: str) -> _Account:
-    """``GET /xapi/users/{u}`` (200/404) and ``GET /xapi/users/{u}/roles`` (xnat-facts.md §8)."""
-    user = client.get_json(f"/xapi/users/{seg(username)}", ok=(200, 404))
-    if not isinstance(user, dict):
-        return _Account(exists=False)
-    roles = client.get_json(f"/xapi/users/{seg(username)}/roles")
-    return _Account(
-        exists=True,
-        enabled=bool(user.get("enabled", True)),
-        verified=bool(user.get("verified", True)),
-        roles=tuple(sorted(str(r) for r in roles)) if isinstance(roles, list) else (),
-    )
 
 
 # -- writes (used by the apply closures and by xsync_ops) -----------------------------------------
 
 
 def _project_xml(project: str, name: str, description: str) -> str:
-    """An ``xnat:projectData`` document (xnat-facts.md §9; JSON is rejected)."""
+    """An ``xnat:projectData`` document (docs/xnat-api.md §9; JSON is rejected)."""
     q = html.escape
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -382,7 +347,7 @@ def _project_xml(project: str, name: str, description: str) -> str:
 
 
 def _create_central_project(client: XnatClient, project: str, name: str, desc: str) -> None:
-    """``POST /data/projects`` with XML, like BNC (xnat-facts.md §9, §17); 409 = it exists."""
+    """``POST /data/projects`` with XML, like BNC (docs/xnat-api.md §9, §17); 409 = it exists."""
     client.request(
         "POST",
         "/data/projects",
@@ -416,12 +381,18 @@ def _create_account(client: XnatClient, relay: str, username: str, email: str) -
 
 
 def _enable_account(client: XnatClient, username: str) -> None:
-    """``PUT /xapi/users/{u}`` ``{enabled, verified}`` (xnat-facts.md §8)."""
-    client.request("PUT", f"/xapi/users/{seg(username)}", json={"enabled": True, "verified": True})
+    """``PUT /xapi/users/{u}`` ``{enabled, verified}`` (docs/xnat-api.md §8)."""
+    client.request(
+        "PUT",
+        f"/xapi/users/{seg(username)}",
+        json={"enabled": True, "verified": True},
+        ok=(*OK_STATUSES, 304),  # docs/xnat-api.md §8: 304 when nothing changed
+    )
 
 
 def _make_owner(client: XnatClient, project: str, username: str) -> None:
-    """``PUT /data/projects/{Q}/users/Owners/{u}`` (xnat-facts.md §9, §16.1: Owner, not Member)."""
+    """``PUT /data/projects/{Q}/users/Owners/{u}`` (docs/xnat-api.md §9, §16.1: Owner, not
+    Member)."""
     client.request("PUT", f"/data/projects/{seg(project)}/users/Owners/{seg(username)}")
 
 
@@ -433,7 +404,7 @@ def _expiry_text(value: Any) -> str:
 
 
 def issue_and_save(session: XsyncSession, p: XsyncPairing) -> str:
-    """Re-key one pairing (xnat-facts.md §16.4): issue an alias token for the central account as
+    """Re-key one pairing (docs/xnat-api.md §16.4): issue an alias token for the central account as
     the central service admin (``GET /data/services/tokens/issue/user/{u}``, §6), save it on the
     relay, check it. Returns a message without secrets; raises :class:`XsyncError`."""
     ctx = session.ctx
@@ -443,7 +414,7 @@ def issue_and_save(session: XsyncSession, p: XsyncPairing) -> str:
     if not isinstance(token, dict) or not token.get("alias") or not token.get("secret"):
         raise XsyncError(
             f"{p.central_host}: xsync: issuing an alias token for {account} returned no "
-            "alias/secret (xnat-facts.md §6)"
+            "alias/secret (docs/xnat-api.md §6)"
         )
     alias, secret = str(token["alias"]), str(token["secret"])
     for c in (ctx.client, central):
@@ -475,7 +446,7 @@ def issue_and_save(session: XsyncSession, p: XsyncPairing) -> str:
         raise XsyncError(
             f"{where}: credential save answered HTTP 202 ({excerpt}): {account} is not an Owner "
             f"of {p.link.central_project} on {p.central_host} (a Member cannot delete, "
-            "xnat-facts.md §16.1, §16.4); make it an Owner (xnat-fleet plan shows the change)"
+            "docs/xnat-api.md §16.1, §16.4); make it an Owner (xnat-fleet plan shows the change)"
         )
     if status == 403:
         raise XsyncError(
@@ -488,7 +459,7 @@ def issue_and_save(session: XsyncSession, p: XsyncPairing) -> str:
     if check != 200:
         raise XsyncError(
             f"{where}: saved credentials but the check answered HTTP {check}: "
-            f"{_CHECK_NOT_KEYED.get(check, 'unexpected answer')} (xnat-facts.md §16.4)"
+            f"{_CHECK_NOT_KEYED.get(check, 'unexpected answer')} (docs/xnat-api.md §16.4)"
         )
     return (
         f"{p.link.project} -> {p.central_url} project {p.link.central_project}: re-keyed as "
@@ -496,7 +467,7 @@ def issue_and_save(session: XsyncSession, p: XsyncPairing) -> str:
     )
 
 
-# -- plan ------------------------------------------------------------------------------------------
+# -- read ------------------------------------------------------------------------------------------
 # Reads and writes on the central go through ``session.central(host)`` so that a fresh relay's
 # plan connects to nothing; functools.partial binds the loop values of each apply.
 
@@ -505,18 +476,75 @@ def _on_central(session: XsyncSession, host: str) -> XnatClient:
     return session.central(host)[1]
 
 
-def _exists_on(session: XsyncSession, host: str, project: str) -> bool:
-    return _project_exists(_on_central(session, host), project)
+@dataclass
+class Current:
+    """What the pairing plan needs to know, read once (only GETs).
+
+    ``central_projects``: (central host, project) pairs that exist; ``accounts``: the per-relay
+    accounts on their central host (None: no such login); ``levels``: the account's level in each
+    central project; ``prefs``: the relay's Xsync site preferences (None when not managed);
+    ``configs``: each relay project's Xsync configuration (None: not configured)."""
+
+    central_projects: set[tuple[str, str]] = field(default_factory=set)
+    accounts: dict[tuple[str, str], reads.Account | None] = field(default_factory=dict)
+    levels: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
+    prefs: dict[str, Any] | None = None
+    configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
-def _account_on(session: XsyncSession, host: str, username: str) -> _Account:
-    return _read_account(_on_central(session, host), username)
+def _read_central(session: XsyncSession, current: Current) -> None:
+    ctx = session.ctx
+    for host in dict.fromkeys(p.central_host for p in ctx.desired.pairings):
+        pairings = [p for p in ctx.desired.pairings if p.central_host == host]
+        if ctx.fresh:
+            # The central's own projects reconciler makes the projects its inventory lists.
+            listed = {s.project.id for s in ctx.peers[host][0].projects}
+            current.central_projects |= {
+                (host, p.link.central_project) for p in pairings if p.link.central_project in listed
+            }
+            current.accounts.update({(host, p.central_account): None for p in pairings})
+            continue
+        client = _on_central(session, host)
+        existing = reads.list_projects(client)
+        current.central_projects |= {
+            (host, p.link.central_project) for p in pairings if p.link.central_project in existing
+        }
+        known = reads.logins(client)
+        for p in pairings:
+            key = (host, p.central_account)
+            if key not in current.accounts:
+                current.accounts[key] = reads.account(client, p.central_account, known)
+            level_key = (host, p.link.central_project, p.central_account)
+            if current.accounts[key] is not None and (host, p.link.central_project) in (
+                current.central_projects
+            ):
+                current.levels[level_key] = _project_level(
+                    client, p.link.central_project, p.central_account
+                )
 
 
-def _level_on(session: XsyncSession, host: str, project: str, username: str) -> str | None:
-    return _project_level(_on_central(session, host), project, username)
+def read_prefs(session: XsyncSession) -> dict[str, Any]:
+    """``GET /xapi/xsyncSitePreferences`` (docs/xnat-api.md §16.2; on the Java-21 builds only
+    holders of the XsyncAdministrator role may read it, which bootstrap grants)."""
+    data = session.ctx.client.get_json("/xapi/xsyncSitePreferences")
+    return data if isinstance(data, dict) else {}
 
 
+def read(session: XsyncSession) -> Current:
+    """The central projects, accounts and memberships, the relay's preferences and configs."""
+    ctx = session.ctx
+    current = Current()
+    _read_central(session, current)
+    if desired_prefs(ctx.desired) is not None:
+        current.prefs = ctx.read(partial(read_prefs, session), fresh=dict(PREFS_DEFAULTS))
+    for p in ctx.desired.pairings:
+        current.configs[p.link.project] = ctx.read(
+            partial(read_config, ctx.client, p.link.project), fresh=None
+        )
+    return current
+
+
+# -- writes bound by the plan ----------------------------------------------------------------------
 def _create_project_on(
     session: XsyncSession, host: str, project: str, name: str, desc: str
 ) -> None:
@@ -532,7 +560,7 @@ def _enable_account_on(session: XsyncSession, host: str, username: str) -> None:
 
 
 def _drop_role_on(session: XsyncSession, host: str, username: str, role: str) -> None:
-    """``DELETE /xapi/users/{u}/roles/{role}`` (xnat-facts.md §8)."""
+    """``DELETE /xapi/users/{u}/roles/{role}`` (docs/xnat-api.md §8)."""
     _on_central(session, host).request("DELETE", f"/xapi/users/{seg(username)}/roles/{seg(role)}")
 
 
@@ -540,13 +568,31 @@ def _make_owner_on(session: XsyncSession, host: str, project: str, username: str
     _make_owner(_on_central(session, host), project, username)
 
 
-def _project_change(session: XsyncSession, p: XsyncPairing) -> list[Change]:
+def _post_prefs(session: XsyncSession, diff: dict[str, Any]) -> None:
+    """``POST /xapi/xsyncSitePreferences`` with the changed keys only (docs/xnat-api.md §16.2):
+    the JSON document as text/plain on the Java-8 builds (XNAT <= 1.9), application/json on the
+    Java-21 builds (1.10+), the same split as the setup and credential calls."""
+    xsync_post(session, "/xapi/xsyncSitePreferences", diff, ok=(200, 201, 204))
+
+
+def _post_config(session: XsyncSession, project: str, document: dict[str, Any]) -> None:
+    """``POST /xapi/xsync/setup/projects/{p}`` (docs/xnat-api.md §16.3, content type §16.7)."""
+    xsync_post(session, config_path(project), document, ok=(200, 201))
+
+
+def _apply_credentials(session: XsyncSession, p: XsyncPairing, document: dict[str, Any]) -> None:
+    """Issue, save and check the credentials, then switch the project's sync on."""
+    issue_and_save(session, p)
+    _post_config(session, p.link.project, document)
+
+
+# -- plan (pure) -----------------------------------------------------------------------------------
+def _project_change(session: XsyncSession, p: XsyncPairing, current: Current) -> list[Change]:
     ctx = session.ctx
     host, q = p.central_host, p.link.central_project
-    spec = next((s for s in ctx.peers[host][0].projects if s.project.id == q), None)
-    # Fresh relay: the central's own projects reconciler makes the projects its inventory lists.
-    if ctx.read(partial(_exists_on, session, host, q), fresh=spec is not None):
+    if (host, q) in current.central_projects:
         return []
+    spec = next((s for s in ctx.peers[host][0].projects if s.project.id == q), None)
     name = spec.project.name if spec else q
     desc = (spec.project.description if spec else "") or (
         f"Xsync destination of {ctx.host}/{p.link.project}"
@@ -562,10 +608,12 @@ def _project_change(session: XsyncSession, p: XsyncPairing) -> list[Change]:
     ]
 
 
-def _account_changes(session: XsyncSession, p: XsyncPairing, acct: _Account) -> list[Change]:
+def _account_changes(
+    session: XsyncSession, p: XsyncPairing, acct: reads.Account | None
+) -> list[Change]:
     host, account = p.central_host, p.central_account
     target = f"{host}: user {account}"
-    if not acct.exists:
+    if acct is None:
         central = session.ctx.peers[host][0]
         email = (
             p.notification_emails[0]
@@ -614,11 +662,9 @@ def _account_changes(session: XsyncSession, p: XsyncPairing, acct: _Account) -> 
     return changes
 
 
-def _owner_change(session: XsyncSession, p: XsyncPairing, acct: _Account) -> list[Change]:
+def _owner_change(session: XsyncSession, p: XsyncPairing, current: Current) -> list[Change]:
     host, q, account = p.central_host, p.link.central_project, p.central_account
-    level = None
-    if acct.exists:
-        level = session.ctx.read(partial(_level_on, session, host, q, account), fresh=None)
+    level = current.levels.get((host, q, account))
     if level == "owner":
         return []
     return [
@@ -628,47 +674,34 @@ def _owner_change(session: XsyncSession, p: XsyncPairing, acct: _Account) -> lis
             f"{host}: project {q} owner {account}",
             before={"level": level} if level else None,
             after={"level": "owner"},
-            detail="Xsync needs an Owner: a Member cannot delete (xnat-facts.md §16.1)",
+            detail="Xsync needs an Owner: a Member cannot delete (docs/xnat-api.md §16.1)",
             apply=partial(_make_owner_on, session, host, q, account),
         )
     ]
 
 
-def _central_changes(session: XsyncSession) -> list[Change]:
-    ctx = session.ctx
+def _central_changes(session: XsyncSession, current: Current) -> list[Change]:
     changes: list[Change] = []
-    accounts: dict[tuple[str, str], _Account] = {}
+    accounts: set[tuple[str, str]] = set()
     projects: set[tuple[str, str]] = set()
-    for p in ctx.desired.pairings:
+    for p in session.ctx.desired.pairings:
         if (p.central_host, p.link.central_project) not in projects:
             projects.add((p.central_host, p.link.central_project))
-            changes += _project_change(session, p)
+            changes += _project_change(session, p, current)
         key = (p.central_host, p.central_account)
         if key not in accounts:
-            accounts[key] = ctx.read(
-                partial(_account_on, session, *key), fresh=_Account(exists=False)
-            )
-            changes += _account_changes(session, p, accounts[key])
-        changes += _owner_change(session, p, accounts[key])
+            accounts.add(key)
+            changes += _account_changes(session, p, current.accounts.get(key))
+        changes += _owner_change(session, p, current)
     return changes
 
 
-def _post_prefs(client: XnatClient, diff: dict[str, Any]) -> None:
-    """``POST /xapi/xsyncSitePreferences`` with the changed keys only (xnat-facts.md §16.2)."""
-    client.request("POST", "/xapi/xsyncSitePreferences", json=diff)
-
-
-def _prefs_change(ctx: HostContext) -> list[Change]:
-    wanted = desired_prefs(ctx.desired)
+def _prefs_change(session: XsyncSession, current: dict[str, Any] | None) -> list[Change]:
+    wanted = desired_prefs(session.ctx.desired)
     if wanted is None:
         return []
-    # GET /xapi/xsyncSitePreferences (xnat-facts.md §16.2)
-    current = ctx.read(
-        partial(ctx.client.get_json, "/xapi/xsyncSitePreferences"), fresh=dict(PREFS_DEFAULTS)
-    )
-    if not isinstance(current, dict):
-        current = {}
-    diff = {k: v for k, v in wanted.items() if not _same(current.get(k), v)}
+    have = current or {}
+    diff = {k: v for k, v in wanted.items() if not _same(have.get(k), v)}
     if not diff:
         return []
     return [
@@ -676,93 +709,99 @@ def _prefs_change(ctx: HostContext) -> list[Change]:
             AREA,
             "update",
             "xsync site preferences",
-            before={k: current.get(k) for k in diff},
+            before={k: have.get(k) for k in diff},
             after=diff,
-            apply=partial(_post_prefs, ctx.client, diff),
+            apply=partial(_post_prefs, session, diff),
         )
     ]
 
 
-def _post_config(session: XsyncSession, project: str, document: dict[str, Any]) -> None:
-    """``POST /xapi/xsync/setup/projects/{p}`` (xnat-facts.md §16.3, content type §16.7)."""
-    xsync_post(session, config_path(project), document, ok=(200, 201))
+def keyed(p: XsyncPairing, config: dict[str, Any] | None) -> bool:
+    """Whether the pairing counts as keyed: its configuration points at this central and is
+    enabled. A configuration is switched on only after its credentials were saved and checked
+    (see :func:`_config_changes`), so an interrupted keying leaves it off and is re-run. Whether
+    a stored token still works is an operation (``xsync status``), never a planning question:
+    the credential check is a POST that logs in on the central."""
+    return (
+        config is not None
+        and config.get("remote_url") == p.central_url
+        and _same(config.get("enabled"), True)
+    )
 
 
-def _config_change(
+def _config_changes(
     session: XsyncSession, p: XsyncPairing, current: dict[str, Any] | None
-) -> list[Change]:
+) -> tuple[list[Change], list[Change]]:
+    """(configuration changes, credential changes) of one pairing."""
     wanted = desired_config(p)
     project = p.link.project
     target = f"project {project} sync config"
-    if current is None:
-        return [
-            Change(
-                AREA,
-                "create",
-                target,
-                after=wanted,
-                apply=partial(_post_config, session, project, wanted),
-            )
-        ]
-    diff = [k for k, v in wanted.items() if not _same(current.get(k), v)]
-    if not diff:
-        return []
+    merged = dict(current or {})
+    diff = [k for k, v in wanted.items() if current is None or not _same(current.get(k), v)]
     # The setup endpoint stores the whole document: keep the keys the inventory does not manage
     # (e.g. imaging_sessions.xsi_types) and replace the differing ones.
-    merged = dict(current)
     for k in diff:
-        old, new = current.get(k), wanted[k]
+        old, new = merged.get(k), wanted[k]
         merged[k] = {**old, **new} if isinstance(old, dict) and isinstance(new, dict) else new
-    detail = ""
-    if "remote_url" in diff:
-        detail = (
-            "changing remote_url makes Xsync re-send everything (xnat-facts.md §16.3); "
-            "the credentials are re-keyed for the new host"
+    if keyed(p, current):
+        if not diff:
+            return [], []
+        change = Change(
+            AREA,
+            "update",
+            target,
+            before={k: current.get(k) for k in diff} if current else None,
+            after={k: wanted[k] for k in diff},
+            apply=partial(_post_config, session, project, merged),
         )
-    return [
-        Change(
+        return [change], []
+    # Not keyed for this central: configure it switched off, key it, then switch it on.
+    parked = {**merged, "enabled": False}
+    if current is None:
+        config = Change(
+            AREA,
+            "create",
+            target,
+            after=wanted,
+            detail="posted with enabled=false; enabled once its credentials are saved",
+            apply=partial(_post_config, session, project, parked),
+        )
+    else:
+        detail = "enabled once its credentials are saved"
+        if "remote_url" in diff:
+            detail = (
+                "changing remote_url makes Xsync re-send everything (docs/xnat-api.md §16.3); "
+                "the credentials are re-keyed for the new host, then the sync is enabled"
+            )
+        config = Change(
             AREA,
             "update",
             target,
             before={k: current.get(k) for k in diff},
             after={k: wanted[k] for k in diff},
             detail=detail,
-            apply=partial(_post_config, session, project, merged),
+            apply=partial(_post_config, session, project, parked),
         )
-    ]
-
-
-def _apply_credentials(session: XsyncSession, p: XsyncPairing) -> None:
-    issue_and_save(session, p)
-
-
-def _credentials_change(
-    session: XsyncSession, p: XsyncPairing, current: dict[str, Any] | None
-) -> list[Change]:
-    if current is None or current.get("remote_url") != p.central_url:
-        # Not (yet) configured for this host (or fresh): key it after the config is posted.
-        reason = "not configured for this host yet"
-    else:
-        status = check_credentials(session, p)
-        if status == 200:
-            return []
-        reason = f"credential check answered HTTP {status}: {_CHECK_NOT_KEYED[status]}"
-    return [
-        Change(
-            AREA,
-            "run",
-            f"project {p.link.project} credentials for {p.central_url}",
-            before=reason,
-            after={
-                "action": "issue and save credentials",
-                "host": p.central_url,
-                "remoteProject": p.link.central_project,
-                "username": p.central_account,
-                "secret": SECRET,
-            },
-            apply=partial(_apply_credentials, session, p),
-        )
-    ]
+    reason = (
+        "not configured for this host yet"
+        if current is None or current.get("remote_url") != p.central_url
+        else "configured but not enabled (keying not finished)"
+    )
+    credentials = Change(
+        AREA,
+        "run",
+        f"project {project} credentials for {p.central_url}",
+        before=reason,
+        after={
+            "action": "issue, save and check credentials, then enable the sync",
+            "host": p.central_url,
+            "remoteProject": p.link.central_project,
+            "username": p.central_account,
+            "secret": SECRET,
+        },
+        apply=partial(_apply_credentials, session, p, {**merged, "enabled": True}),
+    )
+    return [config], [credentials]
 
 
 def plan(ctx: HostContext) -> list[Change]:
@@ -771,14 +810,16 @@ def plan(ctx: HostContext) -> list[Change]:
     if not ctx.desired.pairings:
         return []
     session = open_session(ctx)
-    changes = _central_changes(session)
-    changes += _prefs_change(ctx)
-    configs = {
-        p.link.project: ctx.read(partial(read_config, ctx.client, p.link.project), fresh=None)
-        for p in ctx.desired.pairings
-    }
-    for p in ctx.desired.pairings:
-        changes += _config_change(session, p, configs[p.link.project])
-    for p in ctx.desired.pairings:
-        changes += _credentials_change(session, p, configs[p.link.project])
-    return changes
+    return plan_changes(session, read(session))
+
+
+def plan_changes(session: XsyncSession, current: Current) -> list[Change]:
+    """Pure: the pairing changes from the inventory and ``current`` (no request is sent)."""
+    changes = _central_changes(session, current)
+    changes += _prefs_change(session, current.prefs)
+    credentials: list[Change] = []
+    for p in session.ctx.desired.pairings:
+        config, keys = _config_changes(session, p, current.configs.get(p.link.project))
+        changes += config
+        credentials += keys
+    return changes + credentials
