@@ -54,6 +54,7 @@ def test_overlay_swaps_pinned_artifacts_for_the_standins(tmp_path: Path) -> None
     manifest = {
         "web": {"file": "standin-web-lab.war", "sha256": "a" * 64},
         "tomcat": {"file": "apache-tomcat-9.0.70.tar.gz", "version": "9.0.70", "sha256": "b" * 64},
+        "jre": {"file": lab.JRE_FILE, "version": "17", "sha256": "9" * 64},
         "xsync": {"file": "standin-xsync-1.0.0.jar", "sha256": "c" * 64},
         "ldap-auth": {"file": "standin-ldap-auth-1.0.0.jar", "sha256": "d" * 64},
         "openid-auth": {"file": "standin-openid-auth-1.0.0.jar", "sha256": "e" * 64},
@@ -69,7 +70,10 @@ def test_overlay_swaps_pinned_artifacts_for_the_standins(tmp_path: Path) -> None
         "openid-auth",
         "container-service",
     ]
-    assert central["java_source"] == "package"
+    # The pinned-archive path real hosts take, with the Java archive fixture.
+    assert central["java_source"] == relay["java_source"] == "archive"
+    assert central["java_archive_src"] == str(tmp_path / lab.JRE_FILE)
+    assert central["java_archive_sha256"] == "9" * 64 and central["java_major"] == 17
 
 
 def test_lab_xnat_standins_start_answer_as_standins_and_stop(tmp_path: Path) -> None:
@@ -92,7 +96,7 @@ def test_lab_xnat_standins_start_answer_as_standins_and_stop(tmp_path: Path) -> 
             r = requests.get(url + "/", timeout=5)
             assert r.headers.get("X-Standin") == "xnat-fleet", name
             assert "NOT XNAT" in r.text
-        initialise(urls["relay-kings"])  # documented REST calls (xnat-facts.md §6)
+        initialise(urls["relay-kings"])  # documented REST calls (docs/xnat-api.md §6)
         relay = requests.get(
             urls["relay-kings"] + "/xapi/plugins", auth=("admin", "admin"), timeout=5
         )

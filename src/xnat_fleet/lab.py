@@ -94,12 +94,18 @@ def _lab_key(directory: Path) -> str:
     return (directory / "id_ed25519.pub").read_text().strip()
 
 
+# Manifest entries that are not plugins: the web application, Tomcat and the Java archive.
+FIXED = ("web", "tomcat", "jre")
+JRE_FILE = "OpenJDK17U-jre_x64_linux_fixture.tar.gz"
+
+
 def stage_standins(fleet: Fleet, directory: Path) -> dict[str, Any]:
     """Build the tests' stand-in artifacts into the lab's own store (XNAT cannot be downloaded).
 
     NOT XNAT: a static web application in place of XNAT's WAR, small jars in place of its
-    plugins, and a Tomcat 9 archive assembled from Debian's files (tests/fixtures/). The lab's
-    overlay points the roles at these instead of the inventory's pinned artifacts.
+    plugins, a Tomcat 9 archive and a Java runtime archive assembled from Debian's files
+    (tests/fixtures/). The lab's overlay points the roles at these instead of the inventory's
+    pinned artifacts.
     """
     store = directory / "store"
     manifest_file = store / "manifest.json"
@@ -107,7 +113,7 @@ def stage_standins(fleet: Fleet, directory: Path) -> dict[str, Any]:
     fixtures = project_root() / "tests" / "fixtures"
     if manifest_file.is_file():
         manifest: dict[str, Any] = json.loads(manifest_file.read_text())
-        if sorted(k for k in manifest if k not in ("web", "tomcat")) == plugins:
+        if "jre" in manifest and sorted(k for k in manifest if k not in FIXED) == plugins:
             return manifest
     store.mkdir(parents=True, exist_ok=True)
     built = subprocess.run(  # noqa: S603
@@ -118,17 +124,22 @@ def stage_standins(fleet: Fleet, directory: Path) -> dict[str, Any]:
     if built.returncode != 0:
         raise FleetError(f"building the stand-in artifacts failed: {built.stderr.strip()}")
     manifest = json.loads(built.stdout)
-    tomcat = subprocess.run(  # noqa: S603
-        ["bash", str(fixtures / "tomcat-archive.sh"), str(store)],  # noqa: S607
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if tomcat.returncode != 0:
-        raise FleetError(f"building the stand-in Tomcat archive failed: {tomcat.stderr.strip()}")
-    manifest["tomcat"] = {
-        "file": "apache-tomcat-9.0.70.tar.gz",
-        "version": "9.0.70",
-        "sha256": tomcat.stdout.strip().splitlines()[-1],
-    }
+    for key, script, name, version in (
+        ("tomcat", "tomcat-archive.sh", "apache-tomcat-9.0.70.tar.gz", "9.0.70"),
+        ("jre", "jre-archive.sh", JRE_FILE, "17"),
+    ):
+        # Each script prints the archive's sha256 as its last line (progress on stderr).
+        made = subprocess.run(  # noqa: S603
+            ["bash", str(fixtures / script), str(store)],  # noqa: S607
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if made.returncode != 0:
+            raise FleetError(f"building the stand-in {key} archive failed: {made.stderr.strip()}")
+        manifest[key] = {
+            "file": name,
+            "version": version,
+            "sha256": made.stdout.strip().splitlines()[-1],
+        }
     manifest_file.write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -136,8 +147,12 @@ def stage_standins(fleet: Fleet, directory: Path) -> dict[str, Any]:
 def _standin_inputs(host: Host, store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Role inputs that swap the inventory's pinned artifacts for the stand-ins."""
     return {
-        "java_source": "package",  # Debian's openjdk-17: the lab runs no real XNAT
+        # The pinned-archive path real hosts take (fleet_artifacts.jdk), with an archive of the
+        # upstream shape assembled from Debian's Java 17 (tests/fixtures/jre-archive.sh).
+        "java_source": "archive",
         "java_major": 17,
+        "java_archive_src": str(store / manifest["jre"]["file"]),
+        "java_archive_sha256": manifest["jre"]["sha256"],
         "tomcat_version": manifest["tomcat"]["version"],
         "tomcat_archive_src": str(store / manifest["tomcat"]["file"]),
         "tomcat_archive_sha256": manifest["tomcat"]["sha256"],
