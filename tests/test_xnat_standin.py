@@ -201,7 +201,7 @@ def test_before_init_json_endpoints_answer_html_setup_page(fresh: XnatStandin) -
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("application/json")
     assert r.json() is False
-    # xnat-facts.md §6: the trap — 200 with text/html on a JSON endpoint
+    # docs/xnat-api.md §6: the trap — 200 with text/html on a JSON endpoint
     for path in ("/xapi/users", "/xapi/dicomscp", "/data/projects?format=json", "/xapi/nope"):
         r = requests.get(fresh.url + path, auth=ADMIN, timeout=5)
         assert r.status_code == 200, path
@@ -729,7 +729,7 @@ def test_projects(session: requests.Session, xnat: XnatStandin) -> None:
     assert r.status_code == 200
     assert xnat.state.projects["P3"].accessibility == "private"
     assert session.put(f"{url}/data/projects/P1/accessibility/open").status_code == 400
-    # xnat-facts.md §9 quirk: any integer is accepted as a prearchive code
+    # docs/xnat-api.md §9 quirk: any integer is accepted as a prearchive code
     assert session.put(f"{url}/data/projects/P1/prearchive_code/7").status_code == 200
     assert session.get(f"{url}/data/projects/P1/prearchive_code").text == "7"
     assert xnat.state.projects["P1"].prearchive_code == 7
@@ -813,7 +813,7 @@ def test_version_1_10_empty_site_url_creates_then_500() -> None:
         standin.state.site_config["siteUrl"] = ""
         r = create_project(standin.url, "P9")
         assert r.status_code == 500
-        assert "P9" in standin.state.projects  # xnat-facts.md §6: created anyway
+        assert "P9" in standin.state.projects  # docs/xnat-api.md §6: created anyway
 
 
 # -- §10 DICOM SCP receivers -----------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 ``desired(...)`` builds a :class:`DesiredXnat` directly (no inventory), ``initialise(url)`` brings a
 fresh stand-in to the state the bootstrap reconciler leaves (initialised, service account with
-Administrator + ALL_DATA_ADMIN) using only XNAT's documented REST calls (xnat-facts.md §6, §8), and
+Administrator + ALL_DATA_ADMIN) using only XNAT's documented REST calls (docs/xnat-api.md §6, §8),
+and
 ``context(...)`` makes the :class:`HostContext` a reconciler gets; ``desired_for(standin)`` is
 ``desired`` with the stand-in's URL and version (for the per-profile fixture ``profile_sa``).
 
@@ -112,7 +113,7 @@ def initialise(
     container_manager: bool = True,
     xsync_administrator: bool = False,
 ) -> None:
-    """What bootstrap leaves behind, done with plain REST calls (xnat-facts.md §6): the site
+    """What bootstrap leaves behind, done with plain REST calls (docs/xnat-api.md §6): the site
     initialised and the service account with Administrator, non_expiring, ALL_DATA_ADMIN and
     (``container_manager``, as bootstrap does where the container service is configured)
     ContainerManager, which container-service requires without any site-admin bypass.
@@ -233,7 +234,7 @@ def command(**changes: Any) -> dict[str, Any]:
 # -- what was sent -----------------------------------------------------------------------------
 def writes(log: RequestLog) -> list[tuple[str, str, int]]:
     """The requests in ``log`` that are not reads; a session login (``POST /data/JSESSION``,
-    xnat-facts.md §6) is not a write."""
+    docs/xnat-api.md §6) is not a write."""
     return [r for r in log if r[0] != "GET" and r[1] != "/data/JSESSION"]
 
 

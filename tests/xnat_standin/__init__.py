@@ -1,7 +1,7 @@
 """XNAT REST stand-in for xnat-fleet tests — NOT XNAT.
 
 An in-memory HTTP server with XNAT's endpoints, status codes and quirks (as read in XNAT's own
-source; ../shared/design/xnat-facts.md §6-§16 where that sheet holds), used by the contract tests
+source; docs/xnat-api.md §6-§16 where that sheet holds), used by the contract tests
 and the demo. Version-dependent behaviour: ``STANDIN_PROFILES`` / the settings on ``State``.
 """
 

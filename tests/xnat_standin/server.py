@@ -2,7 +2,7 @@
 
 A stdlib ``ThreadingHTTPServer`` that serves the XNAT REST endpoints the reconcilers use, with the
 status codes, content types and quirks of XNAT itself. Each behaviour cites its source: either
-xnat-facts.md (the project's sheet) or, where the sheet was wrong, XNAT's code as
+docs/xnat-api.md (the project's sheet) or, where the sheet was wrong, XNAT's code as
 ``repository path@commit``. State lives in :mod:`tests.xnat_standin.state`, which tests read and
 mutate directly; version-dependent behaviour is a setting there (``STANDIN_PROFILES``). Every
 response carries ``X-Standin: xnat-fleet``.
@@ -148,8 +148,8 @@ class Route:
     pattern: re.Pattern[str]
     handler: Callable[..., Response]
     anonymous: bool = False  # served without credentials (XNAT's "openUrls")
-    pre_init: bool = False  # served before initialisation (XNAT's "initUrls", xnat-facts.md §6)
-    xsync: bool = False  # only when the Xsync plugin is "installed" (xnat-facts.md §16)
+    pre_init: bool = False  # served before initialisation (XNAT's "initUrls", docs/xnat-api.md §6)
+    xsync: bool = False  # only when the Xsync plugin is "installed" (docs/xnat-api.md §16)
     remote: bool = False  # makes outgoing HTTP calls: not run under the state lock
 
 
@@ -196,7 +196,7 @@ _TOKEN_PATH = re.compile(r"^(/data/services/tokens/(?:issue|validate|invalidate)
 
 
 def _redact(path: str) -> str:
-    """Alias secrets travel in token paths (xnat-facts.md §6): keep them out of the log."""
+    """Alias secrets travel in token paths (docs/xnat-api.md §6): keep them out of the log."""
     if path.startswith("/data/services/tokens/issue/user/"):
         return path
     return _TOKEN_PATH.sub(r"\1(secret)", path)
@@ -378,7 +378,7 @@ class Api:
             path_known = True
         return None, {}, path_known
 
-    # -- authentication (xnat-facts.md §6) -----------------------------------------------------
+    # -- authentication (docs/xnat-api.md §6) -----------------------------------------------------
     def authenticate(self, username: str, password: str) -> User | None:
         """Basic auth: an enabled user's password, or a usable alias token's alias:secret
         (XNAT accepts an alias token as HTTP Basic credentials on every path)."""
@@ -472,7 +472,8 @@ class Api:
 
     @staticmethod
     def setup_page() -> Response:
-        # xnat-facts.md §6 "A JSON endpoint answering 200 with text/html is the setup/login page".
+        # docs/xnat-api.md §6 "A JSON endpoint answering 200 with text/html is the setup/login
+        # page".
         # MONO web/src/main/java/org/nrg/xnat/security/XnatInitCheckFilter.java redirects a
         # logged-in user on a non-init path to /setup (admin) or the "Unconfigured" page.
         return _html_page(
@@ -517,7 +518,7 @@ class Api:
             or not token.usable()
             or not secrets.compare_digest(token.secret.encode(), secret.encode())
         ):
-            # xnat-facts.md §6: invalidated (or expired) tokens get 401.
+            # docs/xnat-api.md §6: invalidated (or expired) tokens get 401.
             raise HttpError(401, "Invalid or expired alias token")
         return token
 
@@ -525,12 +526,12 @@ class Api:
         return json_response(self._token_json(self.state.issue_token(req.username)))
 
     def token_issue_user(self, req: Request, username: str) -> Response:
-        self.require_admin(req)  # xnat-facts.md §6: an admin can issue for another user
+        self.require_admin(req)  # docs/xnat-api.md §6: an admin can issue for another user
         self.user_or_404(username)
         return json_response(self._token_json(self.state.issue_token(username)))
 
     def token_refresh(self, req: Request, alias: str, secret: str) -> Response:
-        # xnat-facts.md §16.6: Xsync refreshes with the *current* token; same user, new token.
+        # docs/xnat-api.md §16.6: Xsync refreshes with the *current* token; same user, new token.
         token = self._token_from_path(alias, secret)
         return json_response(self._token_json(self.state.issue_token(token.username)))
 
@@ -553,12 +554,14 @@ class Api:
             coerced["initialized"] = _bool(coerced["initialized"], "initialized")
         initializing = bool(coerced.get("initialized")) and not config.get("initialized")
         if initializing:
-            # xnat-facts.md §6 step 3 / §4: siteId, siteUrl, adminEmail must be set to initialise.
+            # docs/xnat-api.md §6 step 3 / §4: siteId, siteUrl, adminEmail must be set to
+            # initialise.
             merged = {**config, **coerced}
             missing = [k for k in INIT_REQUIRED_KEYS if not str(merged.get(k) or "").strip()]
             if missing:
                 raise HttpError(400, "Missing required settings: " + ", ".join(missing))
-        # xnat-facts.md §6 step 3: other keys first, then `initialized` (fires the init handlers).
+        # docs/xnat-api.md §6 step 3: other keys first, then `initialized` (fires the init
+        # handlers).
         initialized = coerced.pop("initialized", None)
         config.update(coerced)
         if initialized is not None:
@@ -639,7 +642,7 @@ class Api:
 
     def site_config_key_post(self, req: Request, key: str) -> Response:
         self.require_admin(req)
-        # xnat-facts.md §7: body is text/plain or JSON
+        # docs/xnat-api.md §7: body is text/plain or JSON
         value: Any = req.json() if req.content_type == JSON else req.text()
         self._apply_site_config({key: value})
         return text_response("")
@@ -673,7 +676,7 @@ class Api:
         body = req.json_object()
         username = str(body.get("username") or "").strip()
         password = str(body.get("password") or "")
-        # xnat-facts.md §8; the stand-in only models local (localdb) users: both are required.
+        # docs/xnat-api.md §8; the stand-in only models local (localdb) users: both are required.
         if not username or not password:
             raise HttpError(400, "username and password are required for a local user")
         if username in self.state.users:
@@ -748,7 +751,7 @@ class Api:
     def user_enabled(self, req: Request, u: str, flag: str) -> Response:
         # MONO UsersApi.usersIdEnabledFlagPut: returns early (200) when unchanged.
         self.require_admin(req)
-        self.user_or_404(u).enabled = _bool(flag, "enabled")  # xnat-facts.md §6 step 7
+        self.user_or_404(u).enabled = _bool(flag, "enabled")  # docs/xnat-api.md §6 step 7
         return text_response("")
 
     def user_roles(self, req: Request, u: str) -> Response:
@@ -782,13 +785,13 @@ class Api:
         return json_response(self.state.groups_of(u))
 
     def _set_group(self, user: User, group: str, member: bool) -> None:
-        if group in SITE_GROUPS:  # xnat-facts.md §8 ALL_DATA_ADMIN
+        if group in SITE_GROUPS:  # docs/xnat-api.md §8 ALL_DATA_ADMIN
             if member and group not in user.groups:
                 user.groups.append(group)
             elif not member and group in user.groups:
                 user.groups.remove(group)
             return
-        # Project groups are `{project}_{owner|member|collaborator}` (xnat-facts.md §9).
+        # Project groups are `{project}_{owner|member|collaborator}` (docs/xnat-api.md §9).
         m = re.fullmatch(r"(.+)_(owner|member|collaborator)", group)
         project = self.state.projects.get(m.group(1)) if m else None
         if m is None or project is None:
@@ -901,7 +904,7 @@ class Api:
         body = req.json_object()
         server = body.get("smtpServer")
         if server is not None:
-            # xnat-facts.md §15: `smtpServer` is itself a JSON *string*.
+            # docs/xnat-api.md §15: `smtpServer` is itself a JSON *string*.
             if not isinstance(server, str):
                 raise HttpError(400, "smtpServer must be a JSON string")
             try:
@@ -940,7 +943,7 @@ class Api:
 
     def smtp_form_post(self, req: Request) -> Response:
         self.require_admin(req)
-        # xnat-facts.md §15: the form-encoded POST mis-binds and returns 500 (nothing applied).
+        # docs/xnat-api.md §15: the form-encoded POST mis-binds and returns 500 (nothing applied).
         raise HttpError(500, "Internal Server Error")
 
     # -- §9 projects -------------------------------------------------------------------------------
@@ -970,7 +973,7 @@ class Api:
         return json_response({"ResultSet": {"Result": rows, "totalRecords": str(len(rows))}})
 
     def _parse_project_xml(self, req: Request) -> dict[str, str]:
-        # xnat-facts.md §9: create takes an XML `xnat:projectData` body; JSON is rejected.
+        # docs/xnat-api.md §9: create takes an XML `xnat:projectData` body; JSON is rejected.
         if req.content_type == JSON or req.body.lstrip().startswith(b"{"):
             raise HttpError(415, "Project must be posted as xnat:projectData XML")
         try:
@@ -1012,7 +1015,7 @@ class Api:
             project.members[req.user.username] = "owner"  # the creator becomes an Owner
         self.state.projects[project.id] = project
         if _version_at_least(self.state, 1, 10) and not self.state.site_config.get("siteUrl"):
-            # xnat-facts.md §6 / §7: XNAT >= 1.10 with empty siteUrl creates, then answers 500.
+            # docs/xnat-api.md §6 / §7: XNAT >= 1.10 with empty siteUrl creates, then answers 500.
             raise HttpError(500, "Internal Server Error")
         return text_response(project.id)
 
@@ -1026,7 +1029,7 @@ class Api:
         return self._create_project(req, values)
 
     def project_put(self, req: Request, pid: str) -> Response:
-        # xnat-facts.md §9: create-or-update with PUT /data/projects/{id}.
+        # docs/xnat-api.md §9: create-or-update with PUT /data/projects/{id}.
         existing = self.state.projects.get(pid)
         values = self._parse_project_xml(req)
         if values["ID"] != pid:
@@ -1071,7 +1074,7 @@ class Api:
 
     def prearchive_put(self, req: Request, pid: str, code: str) -> Response:
         project = self.owned_project(req, pid)
-        # xnat-facts.md §9 quirk: ANY integer is accepted (only 0, 4, 5 mean something).
+        # docs/xnat-api.md §9 quirk: ANY integer is accepted (only 0, 4, 5 mean something).
         if not re.fullmatch(r"-?\d+", code):
             raise HttpError(400, "prearchive code must be an integer")
         project.prearchive_code = int(code)
@@ -1089,7 +1092,7 @@ class Api:
                 continue
             rows.append(
                 {
-                    "GROUP_ID": f"{project.id}_{level}",  # xnat-facts.md §9 / §16.4 (Xsync)
+                    "GROUP_ID": f"{project.id}_{level}",  # docs/xnat-api.md §9 / §16.4 (Xsync)
                     "displayname": display[level],
                     "login": username,
                     "firstname": u.first_name,
@@ -1446,7 +1449,7 @@ class Api:
 
     def _require_event_service(self) -> None:
         if not self.state.events_prefs.get("enabled"):
-            raise HttpError(405, "Event Service disabled.")  # xnat-facts.md §12
+            raise HttpError(405, "Event Service disabled.")  # docs/xnat-api.md §12
 
     def events_prefs_get(self, req: Request) -> Response:
         # MONO web/.../eventservice/rest/EventServiceRestApi.java: GET restrictTo = Authenticated
@@ -1485,7 +1488,7 @@ class Api:
             event_filter = dict(body.get("event-filter") or {})
             event_filter["project-ids"] = [pid]
             body["event-filter"] = event_filter
-        # xnat-facts.md §12: duplicates are NOT rejected; the server adds these fields.
+        # docs/xnat-api.md §12: duplicates are NOT rejected; the server adds these fields.
         sid = self.state.next_id("subscription")
         body.setdefault("active", True)
         body.update(
@@ -1612,14 +1615,14 @@ class Api:
     def command_update(self, req: Request, cid: str) -> Response:
         self.require_container_manager(req, status=401)
         old = self._command(cid)
-        body = self._validated_command(req)  # xnat-facts.md §13: update is a full replace
+        body = self._validated_command(req)  # docs/xnat-api.md §13: update is a full replace
         body["id"] = old["id"]
         self.state.commands[old["id"]] = body
         return empty_response(200)
 
     def command_delete(self, req: Request, cid: str) -> Response:
         self.require_container_manager(req, status=401)
-        # xnat-facts.md §13 quirk: deleting a missing command reports success (204).
+        # docs/xnat-api.md §13 quirk: deleting a missing command reports success (204).
         if cid.isdigit():
             self.state.commands.pop(int(cid), None)
         return Response(204, b"", None)
@@ -1797,7 +1800,7 @@ class Api:
         self.owned_project(req, pid)  # §16.3: needs Owner/admin on the relay project
         body = self._xsync_body(req)
         if body.get("source_project_id") != pid:
-            # xnat-facts.md §16.3 [VER]: source_project_id must equal the path project.
+            # docs/xnat-api.md §16.3 [VER]: source_project_id must equal the path project.
             raise HttpError(400, "source_project_id must match the project in the path")
         if not body.get("remote_url") or not body.get("remote_project_id"):
             raise HttpError(400, "remote_url and remote_project_id are required")
@@ -1924,7 +1927,7 @@ class Api:
         body = req.json_object()
         if any(not body.get(k) for k in ("url", "method", "username", "password")):
             raise HttpError(400, "url, method, username and password are required")
-        # xnat-facts.md §16.4 step 1: performs the call on the remote, answers its body as text.
+        # docs/xnat-api.md §16.4 step 1: performs the call on the remote, answers its body as text.
         # Passing the remote status through is [INFERRED].
         try:
             resp = requests.request(
@@ -1964,7 +1967,7 @@ class Api:
 
     def xsync_unblock(self, req: Request, pid: str) -> Response:
         self.owned_project(req, pid)
-        self._configured(pid)  # xnat-facts.md §16.5: 404 when the project is not configured
+        self._configured(pid)  # docs/xnat-api.md §16.5: 404 when the project is not configured
         self.state.xsync_blocked.pop(pid, None)
         return text_response(f"{pid} unblocked")
 
@@ -1990,7 +1993,7 @@ class Api:
             with state.lock:
                 req.user = self.authenticate(username, password)
             if req.user is None:
-                # xnat-facts.md §6: bad credentials (e.g. admin:admin after rotation) -> 401
+                # docs/xnat-api.md §6: bad credentials (e.g. admin:admin after rotation) -> 401
                 # (MONO XnatBasicAuthenticationFilter: sendError(SC_UNAUTHORIZED, ...)).
                 return text_response("Bad username or password", 401)
         elif req.session_id:
@@ -2005,7 +2008,7 @@ class Api:
         if not state.site_config.get("initialized"):
             open_url = req.user is None and route is not None and route.anonymous
             if not open_url and (route is None or not route.pre_init):
-                return self.setup_page()  # xnat-facts.md §6: 200 + text/html before init
+                return self.setup_page()  # docs/xnat-api.md §6: 200 + text/html before init
         if route is None:
             if path_known:
                 return text_response("Method not allowed", 405)

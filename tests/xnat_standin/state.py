@@ -4,7 +4,7 @@ Plain dataclasses and dicts that tests read and mutate directly, e.g. to simulat
 ``state.site_config["siteId"] = "X"``, ``state.receivers[1]["port"] = 9999``,
 ``state.projects["P1"].prearchive_code = 7``, ``state.xsync_blocked["P1"] = True``.
 
-Defaults and shapes come from ../shared/design/xnat-facts.md (section numbers cited inline) and,
+Defaults and shapes come from docs/xnat-api.md (section numbers cited inline) and,
 where that sheet was wrong, from XNAT's own source (repository, path and commit cited inline).
 
 Version-dependent behaviour is a *setting* on :class:`State` (``xsync_build``,
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# xnat-facts.md §11: DicomEdit 6.1 default/example site script. It relabels (Study Description :=
+# docs/xnat-api.md §11: DicomEdit 6.1 default/example site script. It relabels (Study Description :=
 # project unless "Unassigned", Patient Name := subject, Patient ID := session); it does not
 # de-identify. The exact shipped text is [VER]; this is the stand-in's rendition.
 DEFAULT_ANON_SCRIPT = """\
@@ -35,7 +35,7 @@ project != "Unassigned" ? (0008,1030) := project
 (0010,0020) := session
 """
 
-# xnat-facts.md §7 "Built-in defaults" (SCP), native JSON types; paths from §1/§4.
+# docs/xnat-api.md §7 "Built-in defaults" (SCP), native JSON types; paths from §1/§4.
 SITE_CONFIG_DEFAULTS: dict[str, Any] = {
     "initialized": False,
     "siteId": "XNAT",
@@ -79,7 +79,8 @@ SITE_CONFIG_DEFAULTS: dict[str, Any] = {
     "processingUrl": "",
 }
 
-# xnat-facts.md §7 / §6 step 3: keys that must be non-empty before `initialized: true` is accepted.
+# docs/xnat-api.md §7 / §6 step 3: keys that must be non-empty before `initialized: true` is
+# accepted.
 INIT_REQUIRED_KEYS = ("siteId", "siteUrl", "adminEmail")
 
 # A bare DicomSCPInstance, i.e. what a JSON body binds into when a field is left out:
@@ -201,7 +202,7 @@ SITE_CONFIG_AUTHENTICATED_KEYS = SITE_CONFIG_PUBLIC_KEYS | frozenset(
     }
 )
 
-# xnat-facts.md §16.2 Xsync site preference defaults (XsyncSitePreferencesBean).
+# docs/xnat-api.md §16.2 Xsync site preference defaults (XsyncSitePreferencesBean).
 XSYNC_SITE_PREFS_DEFAULTS: dict[str, Any] = {
     "tokenRefreshInterval": "10 hours",
     "syncRetryInterval": "2 hours",
@@ -332,16 +333,16 @@ def xsync_build_for_version(version: str) -> str:
     return "java21" if _release_line(version) >= (1, 10) else "java8"
 
 
-# xnat-facts.md §9: project membership levels and their group-id suffixes (`{project}_owner`).
+# docs/xnat-api.md §9: project membership levels and their group-id suffixes (`{project}_owner`).
 LEVEL_BY_PATH = {"Owners": "owner", "Members": "member", "Collaborators": "collaborator"}
-SITE_GROUPS = ("ALL_DATA_ADMIN", "ALL_DATA_ACCESS")  # xnat-facts.md §8
+SITE_GROUPS = ("ALL_DATA_ADMIN", "ALL_DATA_ACCESS")  # docs/xnat-api.md §8
 
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week)s?\s*$", re.IGNORECASE)
 _SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 
 
 def interval_seconds(text: str) -> int:
-    """Parse a PostgreSQL-style interval such as ``2 days`` (xnat-facts.md §6, §7)."""
+    """Parse a PostgreSQL-style interval such as ``2 days`` (docs/xnat-api.md §6, §7)."""
     match = _INTERVAL.match(text)
     if not match:
         raise ValueError(f"not an interval: {text!r}")
@@ -354,7 +355,7 @@ def now_ms() -> int:
 
 @dataclass
 class User:
-    """An XNAT user (xnat-facts.md §8). ``password`` None = no password login (like guest)."""
+    """An XNAT user (docs/xnat-api.md §8). ``password`` None = no password login (like guest)."""
 
     username: str
     password: str | None
@@ -374,7 +375,8 @@ class User:
 
 @dataclass
 class AliasToken:
-    """An alias token (xnat-facts.md §6): Basic ``alias:secret`` authenticates as ``username``."""
+    """An alias token (docs/xnat-api.md §6): Basic ``alias:secret`` authenticates as
+    ``username``."""
 
     alias: str
     secret: str
@@ -388,7 +390,7 @@ class AliasToken:
 
 @dataclass
 class Project:
-    """A project (xnat-facts.md §9, §11, §13); ``members``: username -> membership level."""
+    """A project (docs/xnat-api.md §9, §11, §13); ``members``: username -> membership level."""
 
     id: str
     name: str
@@ -402,7 +404,7 @@ class Project:
     # libs/config/src/main/java/org/nrg/config/services/impl/DefaultConfigService.java@93d33cb).
     anon_script: str | None = None
     anon_enabled: bool = False
-    # (command id, wrapper name) pairs enabled for this project (xnat-facts.md §13)
+    # (command id, wrapper name) pairs enabled for this project (docs/xnat-api.md §13)
     wrappers_enabled: set[tuple[int, str]] = field(default_factory=set)
 
 
@@ -446,20 +448,20 @@ class State:
     # Invitations XNAT e-mails when a project member PUT names an unknown user:
     # (project, group id, the user id as given).
     project_invitations: list[tuple[str, str, str]] = field(default_factory=list)
-    receivers: dict[int, dict[str, Any]] = field(default_factory=dict)  # xnat-facts.md §10
+    receivers: dict[int, dict[str, Any]] = field(default_factory=dict)  # docs/xnat-api.md §10
     dicom_object_identifiers: tuple[str, ...] = DICOM_OBJECT_IDENTIFIERS
     events_prefs: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # §12
-    subscriptions: dict[int, dict[str, Any]] = field(default_factory=dict)  # xnat-facts.md §12
-    docker_server: dict[str, Any] = field(default_factory=dict)  # xnat-facts.md §13
-    commands: dict[int, dict[str, Any]] = field(default_factory=dict)  # xnat-facts.md §13
+    subscriptions: dict[int, dict[str, Any]] = field(default_factory=dict)  # docs/xnat-api.md §12
+    docker_server: dict[str, Any] = field(default_factory=dict)  # docs/xnat-api.md §13
+    commands: dict[int, dict[str, Any]] = field(default_factory=dict)  # docs/xnat-api.md §13
     wrappers_enabled: set[tuple[int, str]] = field(default_factory=set)  # site-level, §13
     # NrgXnat/container-service src/main/java/org/nrg/containers/security/
     # ContainerManagerUserAuthorization.java@8590cb6: `Roles.checkRole(user, ContainerManager)`,
     # no site-admin bypass. False lets Administrator through as well (a looser stand-in).
     commands_require_container_manager: bool = True
-    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)  # xnat-facts.md §14
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)  # docs/xnat-api.md §14
 
-    # Xsync (xnat-facts.md §16), only served when ``xsync`` is True
+    # Xsync (docs/xnat-api.md §16), only served when ``xsync`` is True
     xsync_site_prefs: dict[str, Any] = field(
         default_factory=lambda: dict(XSYNC_SITE_PREFS_DEFAULTS)
     )
@@ -496,7 +498,7 @@ class State:
         return interval_seconds(str(self.site_config.get("aliasTokenTimeout", "2 days"))) * 1000
 
     def issue_token(self, username: str) -> AliasToken:
-        """xnat-facts.md §6: a new alias token for ``username`` valid for aliasTokenTimeout."""
+        """docs/xnat-api.md §6: a new alias token for ``username`` valid for aliasTokenTimeout."""
         with self.lock:
             token = AliasToken(
                 alias=secrets.token_hex(8),
@@ -508,7 +510,7 @@ class State:
             return token
 
     def expire_all_tokens(self) -> None:
-        """Simulate the hourly sweep after aliasTokenTimeout passed (xnat-facts.md §6, §16.6)."""
+        """Simulate the hourly sweep after aliasTokenTimeout passed (docs/xnat-api.md §6, §16.6)."""
         with self.lock:
             for token in self.tokens.values():
                 token.expires_ms = now_ms() - 1
@@ -528,7 +530,7 @@ class State:
             return sid
 
     def groups_of(self, username: str) -> list[str]:
-        """Site groups plus project groups ``{project}_{level}`` (xnat-facts.md §8, §9)."""
+        """Site groups plus project groups ``{project}_{level}`` (docs/xnat-api.md §8, §9)."""
         user = self.users[username]
         project_groups = [
             f"{p.id}_{p.members[username]}" for p in self.projects.values() if username in p.members
@@ -609,7 +611,7 @@ def new_state(
     initial_admin_password: str = "admin",
     name: str = "xnat",
 ) -> State:
-    """A fresh, uninitialised site (xnat-facts.md §1 accounts, §10 default receiver, §14).
+    """A fresh, uninitialised site (docs/xnat-host.md §1 accounts, §10 default receiver, §14).
 
     ``profile`` (a key of :data:`STANDIN_PROFILES`) gives the version and every setting; without
     it they follow ``version`` (default 1.9.3.6) through :func:`profile_for_version`. Any setting
@@ -646,7 +648,7 @@ def new_state(
         ),
         smtp_post_500=chosen.smtp_post_500 if smtp_post_500 is None else smtp_post_500,
     )
-    # xnat-facts.md §1: built-in `admin` (site admin) and the anonymous `guest` account. Their
+    # docs/xnat-host.md §1: built-in `admin` (site admin) and the anonymous `guest` account. Their
     # legacy roles: NrgXnat/xnat init_security_000.sql@93d33cb (admin: Administrator, DataManager,
     # SiteUser; guest: SiteUser).
     state.add_user(
@@ -658,7 +660,7 @@ def new_state(
         roles=["Administrator", "DataManager", "SiteUser"],
     )
     state.add_user("guest", None, first_name="Guest", last_name="User", roles=["SiteUser"])
-    # xnat-facts.md §1 ports / §10: XNAT creates the default receiver AE `XNAT` on port 8104
+    # docs/xnat-host.md §1 ports / §10: XNAT creates the default receiver AE `XNAT` on port 8104
     # (DicomSCPInstance.createDefault(): create("XNAT", 8104, "dicomObjectIdentifier")).
     rid = state.next_id("receiver")
     state.receivers[rid] = {
@@ -671,7 +673,7 @@ def new_state(
         "created": now_ms(),
         "timestamp": now_ms(),
     }
-    # xnat-facts.md §13: container service's default backend is the local Docker socket.
+    # docs/xnat-api.md §13: container service's default backend is the local Docker socket.
     state.docker_server = {
         "id": 1,
         "name": "Local socket",

@@ -34,7 +34,7 @@ class Unrenderable:
 
 # Ports the roles open on every host besides the ones the inventory lists.
 FIXED_PORTS = {"http (tls_proxy redirect)": 80, "https (tls_proxy)": 443}
-# xnat-facts.md §1: the admin UI accepts SCP ports 1024-49151. No role forwards a privileged
+# docs/xnat-host.md §1: the admin UI accepts SCP ports 1024-49151. No role forwards a privileged
 # port (DICOM's well-known 104) to a receiver: scanners send to the receiver's own port.
 DICOM_PORT_RANGE = range(1024, 49152)
 DICOM_WELL_KNOWN_PORT = 104
@@ -43,7 +43,7 @@ DICOM_WELL_KNOWN_PORT = 104
 INTERNET_PREFIX = {4: 8, 6: 32}
 PRIVATE_IPV6 = (ipaddress.IPv6Network("fc00::/7"), ipaddress.IPv6Network("fe80::/10"))
 SERVICES = {"ssh": "SSH", "https": "HTTPS (web UI and API)", "dicom": "the DICOM ports"}
-# XNAT's own accounts (xnat-facts.md §1), disabled once the service account exists.
+# XNAT's own accounts (docs/xnat-host.md §1), disabled once the service account exists.
 BUILTIN_ACCOUNTS = ("admin", "guest")
 
 
@@ -733,7 +733,8 @@ def release_line(version: str) -> str | None:
 
 
 def versions(host: Host) -> Iterator[Problem]:
-    """The XNAT version matrix: Java, Tomcat, PostgreSQL and plugin versions (xnat-facts.md §2)."""
+    """The XNAT version matrix: Java, Tomcat, PostgreSQL and plugin versions (docs/xnat-host.md
+    §2)."""
     name, c = host.name, host.config
     matrix = version_matrix()
     xnat = c.fleet_xnat.version

@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-# XNAT's site id rule (xnat-facts.md §4: UCL asserts ^[A-Za-z][A-Za-z0-9_]*$); used for every id.
+# XNAT's site id rule (docs/xnat-host.md §4: UCL asserts ^[A-Za-z][A-Za-z0-9_]*$); used for every
+# id.
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 # Unix account names as Debian's adduser accepts them by default.
 USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
@@ -166,11 +167,11 @@ class Scanner(Strict):
     address: IPAddress
 
 
-# PostgreSQL interval strings XNAT's preferences take (xnat-facts.md §7), e.g. "2 days".
+# PostgreSQL interval strings XNAT's preferences take (docs/xnat-api.md §7), e.g. "2 days".
 Interval = Annotated[
     str, Field(pattern=r"^[1-9][0-9]* (minute|minutes|hour|hours|day|days|week|weeks)$")
 ]
-# Xsync's own interval setter accepts hours or minutes only (xnat-facts.md §16.2).
+# Xsync's own interval setter accepts hours or minutes only (docs/xnat-api.md §16.2).
 XsyncInterval = Annotated[str, Field(pattern=r"^[1-9][0-9]* (minutes|hours)$")]
 XnatUsername = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
 # A file of the inventory, relative to the inventory directory.
@@ -178,7 +179,7 @@ InventoryFile = Annotated[str, Field(pattern=r"^[^/\s][^\s]*$")]
 
 
 class Receiver(Strict):
-    """A DICOM C-STORE receiver (SCP) of XNAT (fields: xnat-facts.md §10)."""
+    """A DICOM C-STORE receiver (SCP) of XNAT (fields: docs/xnat-api.md §10)."""
 
     ae_title: AETitle
     port: Port
@@ -194,7 +195,7 @@ class Receiver(Strict):
 
 
 class AnonScript(Strict):
-    """A DicomEdit script kept in the inventory, and whether XNAT runs it (xnat-facts.md §11)."""
+    """A DicomEdit script kept in the inventory, and whether XNAT runs it (docs/xnat-api.md §11)."""
 
     script: InventoryFile | None = None
     enabled: bool = False
@@ -212,7 +213,7 @@ class Project(Strict):
     description: str = ""
     accessibility: Literal["private", "protected", "public"] = "private"
     # 0 = prearchive, 4 = auto-archive, 5 = auto-archive overwriting; XNAT itself accepts any
-    # integer (xnat-facts.md §9), so anything else is refused here.
+    # integer (docs/xnat-api.md §9), so anything else is refused here.
     prearchive_code: Literal[0, 4, 5] = 0
     owners: list[XnatUsername] = []
     members: list[XnatUsername] = []
@@ -225,7 +226,7 @@ SyncType = Literal["include", "exclude", "all", "none"]
 
 
 class SyncLink(Strict):
-    """An Xsync link: relay project -> central project (xnat-facts.md §16.3)."""
+    """An Xsync link: relay project -> central project (docs/xnat-api.md §16.3)."""
 
     project: Identifier  # the project on the relay
     central_project: Identifier  # the project on the central XNAT it is pushed to
@@ -252,7 +253,7 @@ class SyncLink(Strict):
 
 
 class XsyncPreferences(Strict):
-    """Xsync site preferences on a relay (xnat-facts.md §16.2)."""
+    """Xsync site preferences on a relay (docs/xnat-api.md §16.2)."""
 
     token_refresh_interval: XsyncInterval = "10 hours"  # noqa: S105  # an interval
     retry_interval: XsyncInterval = "2 hours"
@@ -263,7 +264,7 @@ class XsyncPreferences(Strict):
 
 
 class SitePolicy(Strict):
-    """XNAT site preferences the study sets (siteConfig keys, xnat-facts.md §7)."""
+    """XNAT site preferences the study sets (siteConfig keys, docs/xnat-api.md §7)."""
 
     require_login: bool = True  # requireLogin
     user_registration: bool = False  # userRegistration
@@ -307,7 +308,7 @@ EventType = Literal[
 
 
 class EventSubscription(Strict):
-    """An event-service subscription launching a container command (xnat-facts.md §12)."""
+    """An event-service subscription launching a container command (docs/xnat-api.md §12)."""
 
     name: str = Field(min_length=1, max_length=128)
     project: Identifier | None = None  # None: site-wide
@@ -321,7 +322,7 @@ class EventSubscription(Strict):
 
 
 class ContainerService(Strict):
-    """Container service backend and commands (xnat-facts.md §13)."""
+    """Container service backend and commands (docs/xnat-api.md §13)."""
 
     name: str = "Local Docker"
     backend: Literal["docker", "swarm", "kubernetes"] = "docker"
