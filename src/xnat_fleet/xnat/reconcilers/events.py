@@ -10,9 +10,8 @@
   managed subscription already on the server are deleted.
 - ``action-key`` is ``org.nrg.containers.services.CommandActionProvider:<wrapper id>``: the id of
   the command *wrapper* (container-service's ``CommandActionProvider`` parses the part after ``:``
-  as a wrapper id and launches that wrapper; docs/xnat-api.md §12's skeleton says ``<commandId>``,
-  which the provider would read as a wrapper id). The wrapper id is looked up by command name +
-  wrapper name among the registered commands; when the containers area is about to register a
+  as a wrapper id and launches that wrapper; docs/xnat-api.md §12). The wrapper id is looked up
+  by command name + wrapper name among the registered commands; when the containers area is about to register a
   command (fresh site, new or changed command: new ids, see containers.py) the plan shows a
   placeholder and the apply closure resolves the id at apply time.
 - A subscription whose fields differ is updated in place (``PUT /xapi/events/subscription/{id}``;
