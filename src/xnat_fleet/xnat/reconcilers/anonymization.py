@@ -25,7 +25,7 @@ from typing import Any
 from xnat_fleet.xnat.changes import Action, Change, ReconcileError
 from xnat_fleet.xnat.client import XnatClient, XnatError, seg
 from xnat_fleet.xnat.context import HostContext
-from xnat_fleet.xnat.reconcilers.projects import list_projects
+from xnat_fleet.xnat.reads import list_projects
 
 AREA = "anonymization"
 SITE = "/xapi/anonymize/site"

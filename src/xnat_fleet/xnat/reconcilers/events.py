@@ -11,9 +11,9 @@
 - ``action-key`` is ``org.nrg.containers.services.CommandActionProvider:<wrapper id>``: the id of
   the command *wrapper* (container-service's ``CommandActionProvider`` parses the part after ``:``
   as a wrapper id and launches that wrapper; docs/xnat-api.md §12). The wrapper id is looked up
-  by command name + wrapper name among the registered commands; when the containers area is about to register a
-  command (fresh site, new or changed command: new ids, see containers.py) the plan shows a
-  placeholder and the apply closure resolves the id at apply time.
+  by command name + wrapper name among the registered commands; when the containers area is
+  about to register a command (fresh site, new or changed command: new ids, see containers.py)
+  the plan shows a placeholder and the apply closure resolves the id at apply time.
 - A subscription whose fields differ is updated in place (``PUT /xapi/events/subscription/{id}``;
   ``active`` through ``POST .../activate|deactivate``). Subscriptions the inventory does not list
   are deleted only with ``ctx.prune``; otherwise they are shown as notes.

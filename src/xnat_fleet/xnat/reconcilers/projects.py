@@ -97,7 +97,6 @@ def _desired_groups(spec: ProjectSpec) -> dict[str, list[str]]:
 
 
 # -- XNAT reads ------------------------------------------------------------------------------------
-list_projects = reads.list_projects  # other areas import it from here
 
 
 def _read_project(client: XnatClient, pid: str, row: dict[str, Any]) -> _Current:
@@ -133,7 +132,7 @@ def read(ctx: HostContext) -> Current:
     if not ctx.desired.projects or ctx.fresh:
         return Current({s.project.id: None for s in ctx.desired.projects})
     client = ctx.client
-    existing = list_projects(client)
+    existing = reads.list_projects(client)
     projects: dict[str, _Current | None] = {}
     for spec in ctx.desired.projects:
         row = existing.get(spec.project.id)
