@@ -14,14 +14,32 @@ hash=$(cat "$recipe" "$0" | sha256sum | cut -c1-16)  # contents only: any checko
 image=localhost/xnat-fleet-base:bookworm
 peer=localhost/xnat-fleet-peer:bookworm
 
+# The image carries no SSH host keys (every container would share them): each container
+# creates its own at first boot, before sshd starts.
+hostkeys_unit='[Unit]
+Description=Create the missing SSH host keys of this host (xnat-fleet base image)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target'
+
 current=$(podman image inspect --format '{{ index .Labels "xnat-fleet.recipe" }}' "$image" 2>/dev/null || true)
 if [ "$current" != "$hash" ]; then
   echo "building $image (recipe $hash)" >&2
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
+  printf '%s\n' "$hostkeys_unit" > "$work/xnat-fleet-ssh-hostkeys.service"
   mmdebstrap --quiet --variant="$variant" --include="$packages" \
     --customize-hook='echo xnat-fleet-base > "$1/etc/hostname"' \
     --customize-hook='rm -f "$1/etc/machine-id"; touch "$1/etc/machine-id"' \
+    --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+    --customize-hook="copy-in $work/xnat-fleet-ssh-hostkeys.service /etc/systemd/system" \
+    --customize-hook='systemctl --root="$1" enable --quiet xnat-fleet-ssh-hostkeys.service' \
     "$suite" "$work/root.tar" \
     "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main"
   podman import --quiet \
