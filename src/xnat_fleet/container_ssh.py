@@ -69,7 +69,9 @@ def enrollment_script(user: str, public_key: str, port: int) -> str:
     """The shell run inside the container (as root, over podman exec)."""
     if not _USER.match(user):
         raise FleetError(f"enrolment: {user!r} is not a valid login name")
-    if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", public_key):
+    if not re.match(
+        r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", public_key
+    ):
         raise FleetError("enrolment: the public key is not one OpenSSH line")
     home = f"/home/{user}"
     lines = [
@@ -90,7 +92,9 @@ def enrollment_script(user: str, public_key: str, port: int) -> str:
     ]
     if port != 22:
         # The study's SSH port, as a host installed for the study already listens on it.
-        lines.append(f"printf 'Port {port}\\n' > /etc/ssh/sshd_config.d/50-xnat-fleet-enrolled.conf")
+        lines.append(
+            f"printf 'Port {port}\\n' > /etc/ssh/sshd_config.d/50-xnat-fleet-enrolled.conf"
+        )
     lines += [
         "systemctl enable --quiet ssh",
         "systemctl restart ssh",
