@@ -4,13 +4,13 @@
 # .molecule-logs/<scenario>.log; the summary gives each one's result and minutes, and the log of
 # every failed scenario is printed at the end. Exits non-zero when any scenario failed.
 # Usage: scripts/molecule-run.sh [-j JOBS] SCENARIO...   (the longest first balances the slots)
-set -uo pipefail
+set -o pipefail
 jobs=2
 if [[ ${1:-} == -j ]]; then jobs=$2; shift 2; fi
 [[ $# -gt 0 ]] || { echo "usage: $0 [-j JOBS] SCENARIO..." >&2; exit 2; }
 logs=.molecule-logs
 mkdir -p "$logs"
-declare -A started pid_of
+declare -A started=() pid_of=()
 results=()
 run_one() {
     local s=$1
