@@ -14,7 +14,7 @@ from xnat_fleet import artifacts
 from xnat_fleet import lab as lab_lib
 from xnat_fleet.cli.lab import print_status
 from xnat_fleet.cli.options import inventory_options, json_option, make_source
-from xnat_fleet.errors import ExitCode, FleetError
+from xnat_fleet.errors import ExitCode
 from xnat_fleet.model.loader import load_fleet_and_vars
 from xnat_fleet.runner import Progress, RunResult, inventory_secrets, run_playbook
 
@@ -43,20 +43,22 @@ def provision(
 ) -> None:
     """Validate INVENTORY, then provision its hosts with the roles."""
     source = make_source(inventory, vault_password_file)
+    err = Console(stderr=True, highlight=False)
     if lab:
-        overlay = lab_lib.overlay_path(source)
-        if not overlay.is_file():
-            raise FleetError(
-                f"no lab for {inventory}: run `xnat-fleet lab up -i {inventory}` first"
-            )
-        source.overlays.append(overlay)
+        # The overlay carries the connection `lab up` recorded (SSH, or podman exec).
+        state = lab_lib.require(source)
+        source.overlays.append(lab_lib.overlay_path(source))
+        err.print(
+            f"lab {state.lab_id}: connection {state.connection}, "
+            f"apt cache {state.apt_proxy or 'not used'}",
+            soft_wrap=True,
+        )
     fleet, inv = load_fleet_and_vars(source)  # nothing runs unless the inventory is valid
     if lab:
         store = lab_lib.lab_dir(source) / "store"  # stand-ins; the validation play checks them
     else:
         store = artifacts.store_dir(source)
         artifacts.require(store, artifacts.pins(fleet))  # before any host is touched
-    err = Console(stderr=True, highlight=False)
     with err.status("starting") as spinner:
 
         def show(p: Progress) -> None:
