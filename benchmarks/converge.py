@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Converge benchmark: a first and a no-op converge of the lab, timed per host.
+
+    python benchmarks/converge.py [-i inventory/example] [--connection ssh|podman]
+                                  [--hosts relay-kings|all] [--no-apt-cache] [--json] [--keep]
+
+Takes the inventory's lab down (unless ``--keep``), brings it up with the chosen connection,
+then runs ``playbooks/site.yml`` twice through the project's own runner
+(``xnat_fleet.runner.run_playbook``, what ``xnat-fleet provision --lab`` runs), limited to one
+host or for all of them. Per host and run it reports the wall time, the number of tasks, how
+many changed, and the mean seconds per task, collected from the runner's progress events
+(``on_progress``). The second run must change nothing; the exit code is 1 when a run failed or
+the second one changed something. Without ``--keep`` the lab is removed again at the end.
+
+Timings per host come from the progress events as they arrive: a task's time on a host runs from
+the task's start (or the host's previous result, for handlers) to the host's result, and "busy"
+is the sum of these; "wall" is from the first task the host took part in to its last result
+(with all hosts, the plays run one after another, so a host's wall time includes the other
+hosts' plays between its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xnat_fleet import lab
+from xnat_fleet.errors import FleetError
+from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
+from xnat_fleet.runner import Progress, RunResult, inventory_secrets, run_playbook
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_KINDS = ("ok", "changed", "failed", "unreachable", "skipped")
+
+
+@dataclass
+class HostTiming:
+    tasks: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULT_KINDS, 0))
+    busy: float = 0.0
+    first: float | None = None
+    last: float | None = None
+
+    @property
+    def wall(self) -> float:
+        if self.first is None or self.last is None:
+            return 0.0
+        return self.last - self.first
+
+    @property
+    def per_task(self) -> float:
+        return self.busy / self.tasks if self.tasks else 0.0
+
+
+class Timings:
+    """Per-host task timings from the runner's progress events (``on_progress``)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        echo: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.echo = echo
+        self.task_started: float | None = None
+        self.hosts: dict[str, HostTiming] = {}
+
+    def __call__(self, p: Progress) -> None:
+        now = self.clock()
+        if self.echo is not None:
+            self.echo(p)
+        if p.kind == "task":
+            self.task_started = now
+            return
+        if p.kind not in RESULT_KINDS:
+            return
+        h = self.hosts.setdefault(p.host, HostTiming())
+        marks = [m for m in (self.task_started, h.last) if m is not None]
+        since = max(marks) if marks else now
+        h.busy += now - since
+        h.first = since if h.first is None else h.first
+        h.last = now
+        h.tasks += 1
+        h.counts[p.kind] += 1
+
+
+@dataclass
+class Run:
+    name: str
+    result: RunResult
+    wall: float
+    timings: Timings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.name,
+            "status": self.result.status,
+            "rc": self.result.rc,
+            "wall_seconds": round(self.wall, 1),
+            "tasks_started": self.result.tasks,
+            "changed": self.result.changed,
+            "failures": self.result.failures,
+            "hosts": {
+                name: {
+                    "wall_seconds": round(t.wall, 1),
+                    "busy_seconds": round(t.busy, 1),
+                    "tasks": t.tasks,
+                    "changed": t.counts["changed"],
+                    "failed": t.counts["failed"] + t.counts["unreachable"],
+                    "skipped": t.counts["skipped"],
+                    "seconds_per_task": round(t.per_task, 3),
+                    "recap": vars(self.result.hosts[name]) if name in self.result.hosts else None,
+                }
+                for name, t in sorted(self.timings.hosts.items())
+            },
+        }
+
+
+def say(text: str) -> None:
+    print(f"benchmark: {text}", file=sys.stderr, flush=True)
+
+
+def converge(
+    name: str,
+    source: InventorySource,
+    limit: str | None,
+    secrets: set[str],
+    *,
+    playbook: str = "site.yml",
+    verbose: bool = False,
+) -> Run:
+    started = time.monotonic()
+    count = 0
+
+    def echo(p: Progress) -> None:
+        nonlocal count
+        if p.kind == "task":
+            count += 1
+            if verbose or count % 25 == 0:
+                say(f"{name}: task {count}: {p.task}")
+        elif p.kind in ("failed", "unreachable"):
+            say(f"{name}: {p.kind} {p.host}: {p.task}: {p.message}")
+
+    timings = Timings(echo=echo)
+    result = run_playbook(
+        playbook,
+        source,
+        limit=limit,
+        artifact_store=lab.lab_dir(source) / "store",
+        on_progress=timings,
+        secrets=secrets,
+    )
+    run = Run(name, result, time.monotonic() - started, timings)
+    say(f"{name}: {result.status} in {run.wall:.0f} s, {result.changed} changed")
+    if result.failed_early:
+        for line in result.output:
+            say(f"  {line}")
+    return run
+
+
+def table(runs: list[Run]) -> str:
+    head = f"{'run':<7} {'host':<14} {'wall s':>8} {'busy s':>8} {'tasks':>6} {'changed':>8} "
+    head += f"{'failed':>7} {'s/task':>7}"
+    lines = [head, "-" * len(head)]
+    for run in runs:
+        for name, t in sorted(run.timings.hosts.items()):
+            failed = t.counts["failed"] + t.counts["unreachable"]
+            lines.append(
+                f"{run.name:<7} {name:<14} {t.wall:>8.1f} {t.busy:>8.1f} {t.tasks:>6} "
+                f"{t.counts['changed']:>8} {failed:>7} {t.per_task:>7.2f}"
+            )
+        lines.append(
+            f"{run.name:<7} {'(run)':<14} {run.wall:>8.1f} {'':>8} {run.result.tasks:>6} "
+            f"{run.result.changed:>8} {len(run.result.failures):>7} {'':>7}  {run.result.status}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/converge.py",
+        description="Time a first and a no-op converge of the lab, per host.",
+    )
+    parser.add_argument("-i", "--inventory", type=Path, default=ROOT / "inventory" / "example")
+    parser.add_argument("--connection", choices=lab.CONNECTIONS, default="ssh")
+    parser.add_argument(
+        "--hosts",
+        default="all",
+        help="one host of the inventory (the runner's limit, e.g. relay-kings) or all",
+    )
+    parser.add_argument("--no-apt-cache", action="store_true", help="lab up --no-apt-cache")
+    parser.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="use the lab as it is (no lab down before) and leave it up afterwards",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="every task on stderr")
+    args = parser.parse_args(argv)
+    try:
+        return benchmark(args)
+    except FleetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    source = InventorySource(args.inventory)
+    fleet, inv = load_fleet_and_vars(source)
+    names = [h.name for h in fleet.hosts]
+    if args.hosts != "all" and args.hosts not in names:
+        raise FleetError(f"--hosts {args.hosts}: not a host of {args.inventory} ({names})")
+    limit = None if args.hosts == "all" else args.hosts
+    if not args.keep:
+        say(f"lab down (a fresh lab: the first converge is a first one): {lab.down(source)}")
+    started = time.monotonic()
+    state = lab.up(
+        fleet,
+        source,
+        connection=args.connection,
+        apt_cache=not args.no_apt_cache,
+        sshd_ports=lab.ssh_ports(fleet, inv),
+        say=lambda text: say(f"lab up: {text}"),
+    )
+    lab_up = time.monotonic() - started
+    apt = state.apt_proxy or "not used (--no-apt-cache)"
+    say(f"lab {state.lab_id} up in {lab_up:.0f} s: connection {state.connection}, apt cache {apt}")
+    layered = InventorySource(args.inventory, overlays=[lab.overlay_path(source)])
+    _, layered_inv = load_fleet_and_vars(layered)
+    secrets = inventory_secrets(layered_inv.hostvars, layered.vault_password())
+    setup: list[str] = []
+    host = next((h for h in fleet.hosts if h.name == limit), None)
+    if host is not None and host.kind == "relay":
+        # A relay pairs with the central XNAT (Xsync), which must be configured first, as on
+        # real hosts where the central is provisioned before its relays. Only its REST API
+        # (the stand-in on this machine) is configured; the central container is not touched.
+        prep = converge(
+            "setup", layered, fleet.central.name, secrets, playbook="xnat.yml", verbose=args.verbose
+        )
+        if not prep.result.success:
+            raise FleetError(
+                f"configuring the central XNAT stand-in failed: {prep.result.failures}"
+            )
+        setup.append(
+            f"the central's XNAT (stand-in) configured first with xnat.yml --limit "
+            f"{fleet.central.name} ({prep.wall:.0f} s, not counted)"
+        )
+    runs = [
+        converge(name, layered, limit, secrets, verbose=args.verbose) for name in ("first", "no-op")
+    ]
+    noop = runs[1].result.success and runs[1].result.changed == 0
+    ok = all(r.result.success for r in runs) and noop
+    summary: dict[str, Any] = {
+        "inventory": str(source.directory.resolve()),
+        "lab_id": state.lab_id,
+        "connection": state.connection,
+        "apt_cache": state.apt_proxy,
+        "hosts": args.hosts,
+        "limit": limit,
+        "setup": setup,
+        "lab_up_seconds": round(lab_up, 1),
+        "runs": [r.to_dict() for r in runs],
+        "second_run_noop": noop,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"converge benchmark: {args.inventory} (lab {state.lab_id}), "
+            f"hosts {args.hosts}" + (f" (--limit {limit})" if limit else "")
+        )
+        print(f"connection: {state.connection}; apt cache: {apt}; lab up {lab_up:.0f} s")
+        for line in setup:
+            print(f"setup: {line}")
+        print(table(runs))
+        print(
+            "no-op converge: "
+            + ("nothing changed" if noop else f"NOT a no-op ({runs[1].result.changed} changed)")
+        )
+        for run in runs:
+            for failure in run.result.failures:
+                print(f"failed ({run.name}): {failure}")
+    if args.keep:
+        say(f"lab kept: `xnat-fleet lab down -i {args.inventory}` removes it")
+    else:
+        lab.down(source)
+        say("lab removed (--keep leaves it up)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
