@@ -10,7 +10,8 @@ then runs ``playbooks/site.yml`` twice through the project's own runner
 host or for all of them. Per host and run it reports the wall time, the number of tasks, how
 many changed, and the mean seconds per task, collected from the runner's progress events
 (``on_progress``). The second run must change nothing; the exit code is 1 when a run failed or
-the second one changed something. Without ``--keep`` the lab is removed again at the end.
+the second one changed something. Without ``--keep`` the lab is removed again at the end (unless
+something failed: then it is left up to look into).
 
 Timings per host come from the progress events as they arrive: a task's time on a host runs from
 the task's start (or the host's previous result, for handlers) to the host's result, and "busy"
@@ -286,8 +287,9 @@ def benchmark(args: argparse.Namespace) -> int:
         for run in runs:
             for failure in run.result.failures:
                 print(f"failed ({run.name}): {failure}")
-    if args.keep:
-        say(f"lab kept: `xnat-fleet lab down -i {args.inventory}` removes it")
+    if args.keep or not ok:
+        why = "--keep" if args.keep else "left up to look into"
+        say(f"lab kept ({why}): `xnat-fleet lab down -i {args.inventory}` removes it")
     else:
         lab.down(source)
         say("lab removed (--keep leaves it up)")
