@@ -7,11 +7,12 @@
 Takes the inventory's lab down (unless ``--keep``), brings it up with the chosen connection,
 then runs ``playbooks/site.yml`` twice through the project's own runner
 (``xnat_fleet.runner.run_playbook``, what ``xnat-fleet provision --lab`` runs), limited to one
-host or for all of them. Per host and run it reports the wall time, the number of tasks, how
-many changed, and the mean seconds per task, collected from the runner's progress events
-(``on_progress``). The second run must change nothing; the exit code is 1 when a run failed or
-the second one changed something. Without ``--keep`` the lab is removed again at the end (unless
-something failed: then it is left up to look into).
+host or for all of them. Per host and run it reports the wall time, the number of tasks and
+the mean seconds per task, collected from the runner's progress events (``on_progress``), and
+how many tasks changed (from the play recap: a no_log task's progress event does not say). The
+second run must change nothing; the exit code is 1 when a run failed or the second one changed
+something. Without ``--keep`` the lab is removed again at the end (unless something failed:
+then it is left up to look into).
 
 Timings per host come from the progress events as they arrive: a task's time on a host runs from
 the task's start (or the host's previous result, for handlers) to the host's result, and "busy"
@@ -98,6 +99,12 @@ class Run:
     wall: float
     timings: Timings
 
+    def changed(self, host: str) -> int:
+        """HOST's changed tasks from the play recap: the progress events cannot tell (a no_log
+        task's result is censored, its ``changed`` flag with it)."""
+        recap = self.result.hosts.get(host)
+        return recap.changed if recap is not None else self.timings.hosts[host].counts["changed"]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run": self.name,
@@ -112,7 +119,7 @@ class Run:
                     "wall_seconds": round(t.wall, 1),
                     "busy_seconds": round(t.busy, 1),
                     "tasks": t.tasks,
-                    "changed": t.counts["changed"],
+                    "changed": self.changed(name),
                     "failed": t.counts["failed"] + t.counts["unreachable"],
                     "skipped": t.counts["skipped"],
                     "seconds_per_task": round(t.per_task, 3),
@@ -174,7 +181,7 @@ def table(runs: list[Run]) -> str:
             failed = t.counts["failed"] + t.counts["unreachable"]
             lines.append(
                 f"{run.name:<7} {name:<14} {t.wall:>8.1f} {t.busy:>8.1f} {t.tasks:>6} "
-                f"{t.counts['changed']:>8} {failed:>7} {t.per_task:>7.2f}"
+                f"{run.changed(name):>8} {failed:>7} {t.per_task:>7.2f}"
             )
         lines.append(
             f"{run.name:<7} {'(run)':<14} {run.wall:>8.1f} {'':>8} {run.result.tasks:>6} "
