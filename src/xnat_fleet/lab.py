@@ -770,14 +770,14 @@ def up(
     return state
 
 
-def require(source: InventorySource) -> LabState:
-    """The state of a lab that is up (for ``--lab``), or an error saying how to start it."""
-    state = load_state(lab_dir(source))
-    if state is None or not overlay_path(source).is_file():
+def require(source: InventorySource) -> LabState | None:
+    """For ``--lab``: the lab's state (None if only its overlay is there), or an error saying
+    how to start the lab when it has no overlay."""
+    if not overlay_path(source).is_file():
         raise FleetError(
             f"no lab for {source.path}: run `xnat-fleet lab up -i {source.path}` first"
         )
-    return state
+    return load_state(lab_dir(source))
 
 
 def down(source: InventorySource) -> list[str]:

@@ -48,11 +48,12 @@ def provision(
         # The overlay carries the connection `lab up` recorded (SSH, or podman exec).
         state = lab_lib.require(source)
         source.overlays.append(lab_lib.overlay_path(source))
-        err.print(
-            f"lab {state.lab_id}: connection {state.connection}, "
-            f"apt cache {state.apt_proxy or 'not used'}",
-            soft_wrap=True,
-        )
+        if state is not None:
+            err.print(
+                f"lab {state.lab_id}: connection {state.connection}, "
+                f"apt cache {state.apt_proxy or 'not used'}",
+                soft_wrap=True,
+            )
     fleet, inv = load_fleet_and_vars(source)  # nothing runs unless the inventory is valid
     if lab:
         store = lab_lib.lab_dir(source) / "store"  # stand-ins; the validation play checks them
