@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import EXAMPLE, ROOT, ScratchInventory, example_secrets
 from xnat_fleet import runner
 from xnat_fleet.errors import FleetError
+from xnat_fleet.lab import lab_id
 from xnat_fleet.model.loader import InventorySource
 from xnat_fleet.runner import summarize_events
 
@@ -151,14 +152,14 @@ def test_a_run_with_tasks_is_not_an_early_failure() -> None:
     assert not runner.RunResult(status="successful", rc=0).failed_early
 
 
-def _toolkit_home(tmp_path: Path, inventory_name: str) -> Path:
+def _toolkit_home(tmp_path: Path, inventory: Path) -> Path:
     """A toolkit home (XNAT_FLEET_HOME) whose lab overlay for the inventory adds nothing, so that
     `provision --lab` runs without containers."""
     home = tmp_path / "home"
     home.mkdir()
     for name in ("roles", "playbooks", "ansible.cfg"):
         (home / name).symlink_to(ROOT / name)
-    lab = home / ".lab" / inventory_name
+    lab = home / ".lab" / lab_id(inventory)
     lab.mkdir(parents=True)
     (lab / "lab.yml").write_text("---\nall:\n  hosts: {}\n")
     return home
@@ -171,7 +172,7 @@ def test_provision_without_the_venv_on_path_finds_ansible_and_says_why_it_stoppe
     env = {
         "HOME": str(tmp_path),
         "PATH": "/usr/bin:/bin",  # not the virtual environment's bin/
-        "XNAT_FLEET_HOME": str(_toolkit_home(tmp_path, scratch.path.name)),
+        "XNAT_FLEET_HOME": str(_toolkit_home(tmp_path, scratch.path)),
     }
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "xnat-fleet"), "provision", "-i", str(scratch.path),
