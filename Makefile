@@ -33,8 +33,8 @@ demo-down: bootstrap
 	xnat-fleet lab down -i $(INVENTORY)
 
 lint: bootstrap
-	ruff check src tests
-	ruff format --check src tests
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
 	mypy
 	yamllint -s .
 	ansible-lint --profile production
