@@ -2,7 +2,8 @@
 """Converge benchmark: a first and a no-op converge of the lab, timed per host.
 
     python benchmarks/converge.py [-i inventory/example] [--connection ssh|podman]
-                                  [--hosts relay-kings|all] [--no-apt-cache] [--json] [--keep]
+                                  [--hosts relay-kings|all] [--strategy linear|mitogen_linear|...]
+                                  [-e KEY=VALUE ...] [--no-apt-cache] [--json] [--keep]
 
 Takes the inventory's lab down (unless ``--keep``), brings it up with the chosen connection,
 then runs ``playbooks/site.yml`` twice through the project's own runner
@@ -19,13 +20,26 @@ the task's start (or the host's previous result, for handlers) to the host's res
 is the sum of these; "wall" is from the first task the host took part in to its last result
 (with all hosts, the plays run one after another, so a host's wall time includes the other
 hosts' plays between its own).
+
+``--strategy`` picks Ansible's strategy plugin (default ``linear``, Ansible's own; or Mitogen for
+Ansible's ``mitogen_linear`` / ``mitogen_free``). The runner passes no strategy of its own, and
+ansible-runner starts ansible-playbook with this process's environment, so the benchmark sets
+``ANSIBLE_STRATEGY`` (and, for Mitogen, ``ANSIBLE_STRATEGY_PLUGINS``) in its own ``os.environ``.
+That it took effect is checked rather than assumed: during each run the controller's ssh
+processes to the lab are sampled, telling Mitogen's (its bootstrap on the command line) from
+Ansible's own, along with the host key options ssh really applies (ssh takes the first value of
+an option given twice). ``-e KEY=VALUE`` adds an extra variable to every run (e.g.
+``mitogen_task_isolation=fork``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +53,140 @@ from xnat_fleet.runner import Progress, RunResult, inventory_secrets, run_playbo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KINDS = ("ok", "changed", "failed", "unreachable", "skipped")
+STRATEGIES = ("linear", "mitogen_linear", "mitogen_free")
+# ssh options that decide whether the host key is checked
+HOST_KEY_OPTIONS = ("StrictHostKeyChecking", "UserKnownHostsFile", "GlobalKnownHostsFile")
+# what Mitogen's bootstrap puts on the ssh command line (mitogen.parent.Connection)
+MITOGEN_BOOT = "zlib.decompress(binascii.a2b_base64(sys.argv[1])"
+
+
+def strategy_env(strategy: str) -> dict[str, str]:
+    """The environment that makes ansible-playbook run with STRATEGY: ``ANSIBLE_STRATEGY``,
+    and for Mitogen's strategies ``ANSIBLE_STRATEGY_PLUGINS`` = ansible_mitogen's plugin dir."""
+    if strategy not in STRATEGIES:
+        raise FleetError(f"--strategy {strategy}: not one of {', '.join(STRATEGIES)}")
+    env = {"ANSIBLE_STRATEGY": strategy}
+    if strategy.startswith("mitogen"):
+        spec = importlib.util.find_spec("ansible_mitogen")
+        if spec is None or spec.origin is None:
+            raise FleetError(f"--strategy {strategy}: Mitogen for Ansible is not installed")
+        plugins = Path(spec.origin).resolve().parent / "plugins" / "strategy"
+        if not (plugins / f"{strategy}.py").is_file():
+            raise FleetError(f"--strategy {strategy}: no {strategy}.py in {plugins}")
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(plugins)
+    return env
+
+
+def extra_vars(pairs: list[str]) -> dict[str, str]:
+    """``-e KEY=VALUE`` arguments as extra variables (values are strings)."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise FleetError(f"-e {pair}: not KEY=VALUE")
+        found[key.strip()] = value
+    return found
+
+
+def ssh_options(argv: list[str]) -> dict[str, str]:
+    """The ``-o`` options of an ssh command line as ssh applies them: keys in lower case, the
+    first value of an option given more than once (``-o K=V``, ``-o 'K V'``, ``-oK=V``)."""
+    options: dict[str, str] = {}
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-o":
+            text = next(args, "")
+        elif arg.startswith("-o"):
+            text = arg[2:]
+        else:
+            continue
+        key, _, value = text.strip().replace("=", " ", 1).partition(" ")
+        options.setdefault(key.lower(), value.strip())
+    return options
+
+
+@dataclass
+class SshSeen:
+    """The controller's ssh processes to the lab seen during a run."""
+
+    processes: set[int] = field(default_factory=set)
+    mitogen: set[int] = field(default_factory=set)
+    # the effective host key options (HOST_KEY_OPTIONS) of each command line seen
+    host_keys: set[tuple[tuple[str, str], ...]] = field(default_factory=set)
+
+    def add(self, pid: int, argv: list[str]) -> None:
+        self.processes.add(pid)
+        if any(MITOGEN_BOOT in arg for arg in argv):
+            self.mitogen.add(pid)
+        options = ssh_options(argv)
+        self.host_keys.add(
+            tuple((k, options.get(k.lower(), "(ssh default)")) for k in HOST_KEY_OPTIONS)
+        )
+
+    @property
+    def transport(self) -> str:
+        if not self.processes:
+            return "none seen"
+        if len(self.mitogen) == len(self.processes):
+            return "mitogen"
+        return "ansible ssh" if not self.mitogen else "mixed"
+
+    def describe(self) -> str:
+        text = (
+            f"{len(self.processes)} ssh processes to the lab seen, "
+            f"{len(self.mitogen)} of them Mitogen's ({self.transport})"
+        )
+        for options in sorted(self.host_keys):
+            text += "; ssh applies " + " ".join(f"{k}={v}" for k, v in options)
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "processes": len(self.processes),
+            "mitogen": len(self.mitogen),
+            "transport": self.transport,
+            "host_key_options": [dict(o) for o in sorted(self.host_keys)],
+        }
+
+
+class SshWatch:
+    """Samples /proc while a run goes on for ssh processes whose command line names MARKER (the
+    lab directory: its key and known_hosts are there). Processes already there when the watch
+    starts (e.g. an earlier run's ControlPersist masters) are not the run's and are left out."""
+
+    def __init__(self, marker: str, interval: float = 0.5, proc: Path = Path("/proc")) -> None:
+        self.marker = marker
+        self.interval = interval
+        self.proc = proc
+        self.seen = SshSeen()
+        self.before: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def scan(self) -> None:
+        for entry in self.proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) in self.before:
+                continue
+            try:
+                raw = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+            if argv and Path(argv[0]).name == "ssh" and any(self.marker in a for a in argv):
+                self.seen.add(int(entry.name), argv)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.scan()
+
+    def __enter__(self) -> SshWatch:
+        self.before = {int(e.name) for e in self.proc.iterdir() if e.name.isdigit()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @dataclass
@@ -98,6 +246,7 @@ class Run:
     result: RunResult
     wall: float
     timings: Timings
+    ssh: SshSeen = field(default_factory=SshSeen)
 
     def changed(self, host: str) -> int:
         """HOST's changed tasks from the play recap: the progress events cannot tell (a no_log
@@ -114,6 +263,7 @@ class Run:
             "tasks_started": self.result.tasks,
             "changed": self.result.changed,
             "failures": self.result.failures,
+            "ssh": self.ssh.to_dict(),
             "hosts": {
                 name: {
                     "wall_seconds": round(t.wall, 1),
@@ -142,7 +292,9 @@ def converge(
     *,
     playbook: str = "site.yml",
     verbose: bool = False,
+    extravars: dict[str, str] | None = None,
 ) -> Run:
+    watch = SshWatch(str(lab.lab_dir(source).resolve()))
     started = time.monotonic()
     count = 0
 
@@ -156,16 +308,19 @@ def converge(
             say(f"{name}: {p.kind} {p.host}: {p.task}: {p.message}")
 
     timings = Timings(echo=echo)
-    result = run_playbook(
-        playbook,
-        source,
-        limit=limit,
-        artifact_store=lab.lab_dir(source) / "store",
-        on_progress=timings,
-        secrets=secrets,
-    )
-    run = Run(name, result, time.monotonic() - started, timings)
+    with watch:
+        result = run_playbook(
+            playbook,
+            source,
+            limit=limit,
+            artifact_store=lab.lab_dir(source) / "store",
+            on_progress=timings,
+            secrets=secrets,
+            extravars=extravars,
+        )
+    run = Run(name, result, time.monotonic() - started, timings, watch.seen)
     say(f"{name}: {result.status} in {run.wall:.0f} s, {result.changed} changed")
+    say(f"{name}: {watch.seen.describe()}")
     if result.failed_early:
         for line in result.output:
             say(f"  {line}")
@@ -202,6 +357,20 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="one host of the inventory (the runner's limit, e.g. relay-kings) or all",
     )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="linear",
+        help="Ansible's strategy plugin: linear (Ansible's own, the default) or Mitogen's",
+    )
+    parser.add_argument(
+        "-e",
+        "--extra-var",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra variable for every run (repeatable), e.g. mitogen_task_isolation=fork",
+    )
     parser.add_argument("--no-apt-cache", action="store_true", help="lab up --no-apt-cache")
     parser.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     parser.add_argument(
@@ -225,6 +394,12 @@ def benchmark(args: argparse.Namespace) -> int:
     if args.hosts != "all" and args.hosts not in names:
         raise FleetError(f"--hosts {args.hosts}: not a host of {args.inventory} ({names})")
     limit = None if args.hosts == "all" else args.hosts
+    strategy = strategy_env(args.strategy)
+    extravars = extra_vars(args.extra_var)
+    # ansible-runner starts ansible-playbook with this process's environment (the runner adds
+    # its own variables, no strategy among them)
+    os.environ.update(strategy)
+    say(f"strategy {args.strategy}: " + " ".join(f"{k}={v}" for k, v in strategy.items()))
     if not args.keep:
         say(f"lab down (a fresh lab: the first converge is a first one): {lab.down(source)}")
     started = time.monotonic()
@@ -249,7 +424,13 @@ def benchmark(args: argparse.Namespace) -> int:
         # real hosts where the central is provisioned before its relays. Only its REST API
         # (the stand-in on this machine) is configured; the central container is not touched.
         prep = converge(
-            "setup", layered, fleet.central.name, secrets, playbook="xnat.yml", verbose=args.verbose
+            "setup",
+            layered,
+            fleet.central.name,
+            secrets,
+            playbook="xnat.yml",
+            verbose=args.verbose,
+            extravars=extravars,
         )
         if not prep.result.success:
             raise FleetError(
@@ -260,14 +441,25 @@ def benchmark(args: argparse.Namespace) -> int:
             f"{fleet.central.name} ({prep.wall:.0f} s, not counted)"
         )
     runs = [
-        converge(name, layered, limit, secrets, verbose=args.verbose) for name in ("first", "no-op")
+        converge(name, layered, limit, secrets, verbose=args.verbose, extravars=extravars)
+        for name in ("first", "no-op")
     ]
     noop = runs[1].result.success and runs[1].result.changed == 0
     ok = all(r.result.success for r in runs) and noop
+    expected = "mitogen" if args.strategy.startswith("mitogen") else "ansible ssh"
+    unexpected = [
+        f"{r.name} ran over {r.ssh.transport}, not {expected} (--strategy {args.strategy})"
+        for r in runs
+        if state.connection == "ssh" and r.ssh.transport != expected
+    ]
+    ok = ok and not unexpected
     summary: dict[str, Any] = {
         "inventory": str(source.directory.resolve()),
         "lab_id": state.lab_id,
         "connection": state.connection,
+        "strategy": args.strategy,
+        "strategy_env": strategy,
+        "extra_vars": extravars,
         "apt_cache": state.apt_proxy,
         "hosts": args.hosts,
         "limit": limit,
@@ -275,6 +467,7 @@ def benchmark(args: argparse.Namespace) -> int:
         "lab_up_seconds": round(lab_up, 1),
         "runs": [r.to_dict() for r in runs],
         "second_run_noop": noop,
+        "strategy_not_in_effect": unexpected,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -283,10 +476,17 @@ def benchmark(args: argparse.Namespace) -> int:
             f"converge benchmark: {args.inventory} (lab {state.lab_id}), "
             f"hosts {args.hosts}" + (f" (--limit {limit})" if limit else "")
         )
-        print(f"connection: {state.connection}; apt cache: {apt}; lab up {lab_up:.0f} s")
+        print(
+            f"connection: {state.connection}; strategy: {args.strategy}; apt cache: {apt}; "
+            f"lab up {lab_up:.0f} s"
+        )
+        if extravars:
+            print("extra vars: " + " ".join(f"{k}={v}" for k, v in extravars.items()))
         for line in setup:
             print(f"setup: {line}")
         print(table(runs))
+        for run in runs:
+            print(f"ssh ({run.name}): {run.ssh.describe()}")
         print(
             "no-op converge: "
             + ("nothing changed" if noop else f"NOT a no-op ({runs[1].result.changed} changed)")
@@ -294,6 +494,8 @@ def benchmark(args: argparse.Namespace) -> int:
         for run in runs:
             for failure in run.result.failures:
                 print(f"failed ({run.name}): {failure}")
+    for line in unexpected:
+        print(f"strategy not in effect: {line}", file=sys.stderr if args.json else sys.stdout)
     if args.keep or not ok:
         why = "--keep" if args.keep else "left up to look into"
         say(f"lab kept ({why}): `xnat-fleet lab down -i {args.inventory}` removes it")

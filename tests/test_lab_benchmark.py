@@ -71,3 +71,90 @@ def test_table_and_json_carry_every_host_and_the_run(bench: ModuleType) -> None:
     assert host["tasks"] == 2 and host["changed"] == 1 and host["seconds_per_task"] == 1.0
     assert host["recap"]["changed"] == 1 and data["changed"] == 1
     assert isinstance(result, RunResult)
+
+
+def test_strategy_linear_is_ansibles_own(bench: ModuleType) -> None:
+    assert bench.strategy_env("linear") == {"ANSIBLE_STRATEGY": "linear"}
+    with pytest.raises(bench.FleetError, match="not one of"):
+        bench.strategy_env("free-for-all")
+
+
+@pytest.mark.parametrize("strategy", ["mitogen_linear", "mitogen_free"])
+def test_strategy_mitogen_names_its_plugin_dir(bench: ModuleType, strategy: str) -> None:
+    pytest.importorskip("ansible_mitogen")
+    env = bench.strategy_env(strategy)
+    assert env["ANSIBLE_STRATEGY"] == strategy
+    plugins = Path(env["ANSIBLE_STRATEGY_PLUGINS"])
+    assert plugins.parts[-3:] == ("ansible_mitogen", "plugins", "strategy")
+    assert (plugins / f"{strategy}.py").is_file()
+
+
+def test_strategy_flag_reaches_ansible_runners_environment(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner passes no strategy of its own: the benchmark puts it in os.environ, which
+    ansible-runner hands on to ansible-playbook (with the runner's envvars on top)."""
+    pytest.importorskip("ansible_mitogen")
+    from ansible_runner.config.runner import RunnerConfig
+
+    env = bench.strategy_env("mitogen_linear")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = RunnerConfig(
+        private_data_dir=str(tmp_path),
+        project_dir=str(ROOT / "playbooks"),
+        playbook=str(ROOT / "playbooks" / "site.yml"),
+        envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+        suppress_env_files=True,
+        quiet=True,
+    )
+    config.prepare()
+    assert {k: config.env[k] for k in env} == env
+    assert config.env["ANSIBLE_CONFIG"] == str(ROOT / "ansible.cfg")
+
+
+def test_ssh_options_as_ssh_applies_them_first_value_wins(bench: ModuleType) -> None:
+    argv = ["ssh", "-C", "-o", "StrictHostKeyChecking=no", "-oUserKnownHostsFile=/lab/kh"]
+    argv += ["-o", "StrictHostKeyChecking yes", "-o", "UserKnownHostsFile /dev/null", "host"]
+    assert bench.ssh_options(argv) == {
+        "stricthostkeychecking": "no",
+        "userknownhostsfile": "/lab/kh",
+    }
+
+
+def test_ssh_watch_tells_mitogen_from_ansible_ssh(bench: ModuleType, tmp_path: Path) -> None:
+    lab = "/work/.lab/example-123456"
+    known = f"UserKnownHostsFile={lab}/kh"
+    boot = "exec(zlib.decompress(binascii.a2b_base64(sys.argv[1]),-15))"
+    procs = {
+        "101": ["ssh", "-o", "StrictHostKeyChecking=no", "-o", known, "h", "python3"],
+        "102": ["/usr/bin/ssh", "-o", "StrictHostKeyChecking yes", "-o", known, "h", "-c", boot],
+        "103": ["ssh", "-o", "UserKnownHostsFile=/elsewhere/kh", "other"],  # not the lab's
+        "104": ["python3", f"{lab}/x"],  # not ssh
+    }
+    for pid, argv in procs.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (tmp_path / "self").mkdir()
+    watch = bench.SshWatch(lab, proc=tmp_path)
+    assert watch.seen.transport == "none seen"
+    watch.scan()
+    seen = watch.seen
+    assert seen.processes == {101, 102} and seen.mitogen == {102} and seen.transport == "mixed"
+    options = {dict(o)["StrictHostKeyChecking"] for o in seen.host_keys}
+    assert options == {"no", "yes"}
+    assert "1 of them Mitogen's" in seen.describe()
+    assert seen.to_dict()["host_key_options"][0]["GlobalKnownHostsFile"] == "(ssh default)"
+    # processes there before the watch started are an earlier run's, not this one's
+    with bench.SshWatch(lab, interval=3600, proc=tmp_path) as later:
+        later.scan()
+    assert later.seen.transport == "none seen"
+
+
+def test_extra_vars_are_key_value_pairs(bench: ModuleType) -> None:
+    assert bench.extra_vars(["mitogen_task_isolation=fork", "a=b=c"]) == {
+        "mitogen_task_isolation": "fork",
+        "a": "b=c",
+    }
+    with pytest.raises(bench.FleetError, match="KEY=VALUE"):
+        bench.extra_vars(["fork"])
