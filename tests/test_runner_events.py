@@ -136,6 +136,8 @@ def test_a_run_failing_before_its_first_task_keeps_its_output_scrubbed(
     # Ansible's executables come first on the run's PATH
     path = calls[0]["envvars"]["PATH"].split(os.pathsep)
     assert path[0] == str(runner.ansible_bin_dir())
+    # ansible-runner would otherwise switch host-key checking off for the run
+    assert calls[0]["envvars"]["ANSIBLE_HOST_KEY_CHECKING"] == "True"
 
 
 def test_a_run_with_tasks_is_not_an_early_failure() -> None:

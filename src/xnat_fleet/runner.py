@@ -256,6 +256,10 @@ def run_playbook(
                     p for p in (str(binaries), os.environ.get("PATH", "")) if p
                 ),
                 **env,
+                # ansible-runner turns host-key checking off unless told otherwise (its default
+                # ANSIBLE_HOST_KEY_CHECKING=False would put StrictHostKeyChecking=no first on
+                # every ssh command line): keys are always checked, real hosts and lab alike.
+                "ANSIBLE_HOST_KEY_CHECKING": "True",
             },
             event_handler=handler,
             quiet=True,
