@@ -340,14 +340,7 @@ def port_owners(labs: Iterable[LabState]) -> dict[int, str]:
 def _podman(
     *args: str, check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    if shutil.which("podman") is None:
-        raise FleetError("podman is not installed (run `make bootstrap`)")
-    env = dict(os.environ)
-    env.setdefault("CONTAINERS_CONF", str(project_root() / "molecule/shared/containers.conf"))
-    proc = subprocess.run(  # noqa: S603
-        ["podman", *args],  # noqa: S607
-        input=stdin, capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    proc = container_ssh.podman(*args, stdin=stdin)
     if check and proc.returncode != 0:
         raise FleetError(
             f"podman {args[0]} {args[1] if len(args) > 1 else ''}: {proc.stderr.strip()}"
