@@ -33,8 +33,8 @@ demo-down: bootstrap
 	xnat-fleet lab down -i $(INVENTORY)
 
 lint: bootstrap
-	ruff check src tests benchmarks
-	ruff format --check src tests benchmarks
+	ruff check src tests benchmarks plugins
+	ruff format --check src tests benchmarks plugins
 	mypy
 	yamllint -s .
 	ansible-lint --profile production

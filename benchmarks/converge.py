@@ -2,7 +2,7 @@
 """Converge benchmark: a first and a no-op converge of the lab, timed per host.
 
     python benchmarks/converge.py [-i inventory/example] [--connection ssh|podman]
-                                  [--hosts relay-kings|all] [--strategy linear|mitogen_linear|...]
+                                  [--hosts relay-kings|all] [--strategy STRATEGY]
                                   [-e KEY=VALUE ...] [--no-apt-cache] [--json] [--keep]
 
 Takes the inventory's lab down (unless ``--keep``), brings it up with the chosen connection,
@@ -21,8 +21,10 @@ is the sum of these; "wall" is from the first task the host took part in to its 
 (with all hosts, the plays run one after another, so a host's wall time includes the other
 hosts' plays between its own).
 
-``--strategy`` picks Ansible's strategy plugin (default ``linear``, Ansible's own; or Mitogen for
-Ansible's ``mitogen_linear`` / ``mitogen_free``). The runner passes no strategy of its own, and
+``--strategy`` picks Ansible's strategy plugin (default ``xnat_fleet_linear``, the project's own:
+Mitogen's linear with each module in a fresh fork, ansible.cfg's default; ``linear``, Ansible's
+own; or Mitogen for Ansible's ``mitogen_linear`` / ``mitogen_free`` as they come). The runner
+passes no strategy of its own, and
 ansible-runner starts ansible-playbook with this process's environment, so the benchmark sets
 ``ANSIBLE_STRATEGY`` (and, for Mitogen, ``ANSIBLE_STRATEGY_PLUGINS``) in its own ``os.environ``.
 That it took effect is checked rather than assumed: during each run the controller's ssh
@@ -53,7 +55,10 @@ from xnat_fleet.runner import Progress, RunResult, inventory_secrets, run_playbo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KINDS = ("ok", "changed", "failed", "unreachable", "skipped")
-STRATEGIES = ("linear", "mitogen_linear", "mitogen_free")
+# xnat_fleet_linear: plugins/strategy/ (ansible.cfg names that directory); the others: Ansible's
+# and ansible_mitogen's own
+STRATEGIES = ("xnat_fleet_linear", "linear", "mitogen_linear", "mitogen_free")
+MITOGEN_STRATEGIES = ("xnat_fleet_linear", "mitogen_linear", "mitogen_free")
 # ssh options that decide whether the host key is checked
 HOST_KEY_OPTIONS = ("StrictHostKeyChecking", "UserKnownHostsFile", "GlobalKnownHostsFile")
 # what Mitogen's bootstrap puts on the ssh command line (mitogen.parent.Connection)
@@ -345,7 +350,7 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/converge.py",
         description="Time a first and a no-op converge of the lab, per host.",
@@ -360,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--strategy",
         choices=STRATEGIES,
-        default="linear",
-        help="Ansible's strategy plugin: linear (Ansible's own, the default) or Mitogen's",
+        default="xnat_fleet_linear",
+        help="Ansible's strategy plugin: xnat_fleet_linear (the project's default: Mitogen, "
+        "forked modules), linear (Ansible's own) or Mitogen's own",
     )
     parser.add_argument(
         "-e",
@@ -379,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         help="use the lab as it is (no lab down before) and leave it up afterwards",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="every task on stderr")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return benchmark(args)
     except FleetError as exc:
@@ -446,7 +456,7 @@ def benchmark(args: argparse.Namespace) -> int:
     ]
     noop = runs[1].result.success and runs[1].result.changed == 0
     ok = all(r.result.success for r in runs) and noop
-    expected = "mitogen" if args.strategy.startswith("mitogen") else "ansible ssh"
+    expected = "mitogen" if args.strategy in MITOGEN_STRATEGIES else "ansible ssh"
     unexpected = [
         f"{r.name} ran over {r.ssh.transport}, not {expected} (--strategy {args.strategy})"
         for r in runs

@@ -73,6 +73,18 @@ def test_table_and_json_carry_every_host_and_the_run(bench: ModuleType) -> None:
     assert isinstance(result, RunResult)
 
 
+def test_strategy_default_is_the_projects_own(bench: ModuleType) -> None:
+    """The benchmark's default is what ansible.cfg (so the runner and the lab) runs."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "ansible.cfg")
+    assert cfg["defaults"]["strategy"] == "xnat_fleet_linear"
+    assert (ROOT / cfg["defaults"]["strategy_plugins"] / "xnat_fleet_linear.py").is_file()
+    assert bench.strategy_env("xnat_fleet_linear") == {"ANSIBLE_STRATEGY": "xnat_fleet_linear"}
+    assert bench.build_parser().parse_args([]).strategy == "xnat_fleet_linear"
+
+
 def test_strategy_linear_is_ansibles_own(bench: ModuleType) -> None:
     assert bench.strategy_env("linear") == {"ANSIBLE_STRATEGY": "linear"}
     with pytest.raises(bench.FleetError, match="not one of"):
