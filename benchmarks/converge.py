@@ -18,8 +18,8 @@ then it is left up to look into).
 Timings per host come from the progress events as they arrive: a task's time on a host runs from
 the task's start (or the host's previous result, for handlers) to the host's result, and "busy"
 is the sum of these; "wall" is from the first task the host took part in to its last result
-(with all hosts, the plays run one after another, so a host's wall time includes the other
-hosts' plays between its own).
+(with all hosts, site.yml's host stack runs on every host at once and the XNAT configuration
+play afterwards, so a host's wall time can include waits for the others).
 
 ``--strategy`` picks Ansible's strategy plugin (default ``xnat_fleet_linear``, the project's own:
 Mitogen's linear with each module in a fresh fork, ansible.cfg's default; ``linear``, Ansible's
@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT_KINDS = ("ok", "changed", "failed", "unreachable", "skipped")
 # xnat_fleet_linear: plugins/strategy/ (ansible.cfg names that directory); the others: Ansible's
 # and ansible_mitogen's own
-STRATEGIES = ("xnat_fleet_linear", "linear", "mitogen_linear", "mitogen_free")
 MITOGEN_STRATEGIES = ("xnat_fleet_linear", "mitogen_linear", "mitogen_free")
+STRATEGIES = (*MITOGEN_STRATEGIES, "linear")
 # ssh options that decide whether the host key is checked
 HOST_KEY_OPTIONS = ("StrictHostKeyChecking", "UserKnownHostsFile", "GlobalKnownHostsFile")
 # what Mitogen's bootstrap puts on the ssh command line (mitogen.parent.Connection)
