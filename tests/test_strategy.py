@@ -199,3 +199,23 @@ def test_an_unwritable_cache_costs_only_the_scan(strategy: ModuleType, tmp_path:
     assert cached("ansible_module_mod", str(module), ()) == scan.resolved
     assert cached("ansible_module_mod", str(module), ()) == scan.resolved
     assert scan.calls == 2
+
+
+def test_a_play_starts_with_what_is_alive_frozen(
+    strategy: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    parsed = [[i] for i in range(1000)]  # stands for the parsed playbook
+    seen: list[int] = []
+    monkeypatch.setattr(
+        strategy._MitogenLinear,
+        "run",
+        lambda self, iterator, ctx: seen.append(gc.get_freeze_count()),
+    )
+    gc.unfreeze()
+    try:
+        strategy.StrategyModule.run(object.__new__(strategy.StrategyModule), None, None)
+    finally:
+        gc.unfreeze()
+    assert seen and seen[0] >= len(parsed), seen

@@ -19,12 +19,18 @@ several ssh, sudo and python processes per task) with:
    ``~/.cache/...``) and used again only while the module, the directories searched and every
    file the scan resolved are unchanged (size and modification time); anything unreadable or
    stale is scanned again.
+3. **The parsed playbook frozen for the collector.** When a play starts, everything alive (the
+   parsed playbook, inventory and variables, hundreds of thousands of objects) is moved out of
+   the garbage collector's generations (``gc.freeze``): Python's full collections, which the
+   controller otherwise makes every few tasks over all of it, then look only at what the tasks
+   themselves create, and the per-task forks of the worker processes do not touch those pages.
 
 ``ANSIBLE_STRATEGY=linear`` runs Ansible's own strategy and connection instead.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -145,7 +151,12 @@ if not hasattr(_module_finder.scan, "__wrapped__"):
 
 
 class StrategyModule(_MitogenLinear):  # type: ignore[misc]
-    """``mitogen_linear`` with isolation by module and the module scans cached."""
+    """``mitogen_linear`` with isolation by module, the module scans cached, the play frozen."""
+
+    def run(self, iterator: Any, play_context: Any) -> Any:
+        gc.collect()  # what is garbage already is freed, not frozen
+        gc.freeze()
+        return super().run(iterator, play_context)
 
     def _queue_task(
         self, host: Any, task: Any, task_vars: dict[str, Any], play_context: Any
