@@ -7,7 +7,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 apt_packages=(podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns
-  containernetworking-plugins mmdebstrap python3-venv git make openssl)
+  containernetworking-plugins mmdebstrap python3-venv git make openssl
+  # the relay image pipeline (docs/images.md): GPT, ESP, ext4, boot loader, bmap, compression
+  fdisk dosfstools mtools e2fsprogs systemd-boot-efi bmap-tools zstd qemu-utils)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

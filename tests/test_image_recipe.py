@@ -1,0 +1,71 @@
+"""Hardware profiles in relay_images/: both load, and a broken one names its file and line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from xnat_fleet.image import recipe
+from xnat_fleet.paths import project_root
+
+PROFILES = project_root() / "relay_images"
+
+
+@pytest.mark.parametrize("profile", ["nuc", "supermicro"])
+def test_the_shipped_profiles_are_valid(profile: str) -> None:
+    r = recipe.load(profile)
+    assert r.profile == profile
+    assert r.disk.partitions[0].type == "esp"
+    assert any(s.path == "/etc/machine-id" and s.content == "uninitialized\n" for s in r.seal)
+    assert "intel-microcode" in r.packages.firmware
+    assert r.boot.cmdline("abc").startswith("root=UUID=abc ")
+
+
+def test_supermicro_takes_what_it_does_not_set_from_nuc() -> None:
+    nuc, sm = recipe.load("nuc"), recipe.load("supermicro")
+    assert sm.seal == nuc.seal and sm.identity == nuc.identity and sm.disk == nuc.disk
+    assert sm.boot.consoles[0] == "ttyS1,115200n8" != nuc.boot.consoles[0]
+    assert "mdadm" in sm.packages.base and "mdadm" not in nuc.packages.base
+    assert sm.digest() != nuc.digest()
+
+
+def _copy(tmp_path: Path) -> Path:
+    for name in ("nuc", "supermicro"):
+        shutil.copy(PROFILES / f"{name}.yml", tmp_path / f"{name}.yml")
+    return tmp_path
+
+
+def test_a_yaml_error_names_file_line_and_column(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    text = (d / "nuc.yml").read_text().replace("suite: bookworm", "suite: [bookworm")
+    (d / "nuc.yml").write_text(text)
+    line = text.splitlines().index("suite: [bookworm") + 1
+    with pytest.raises(recipe.RecipeError, match=rf"nuc\.yml:{line + 1}:\d+: YAML syntax error"):
+        recipe.load("nuc", d)
+
+
+def test_a_bad_field_names_file_line_and_field(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    text = (d / "nuc.yml").read_text().replace("size: 256MiB", "size: 256MB")
+    (d / "nuc.yml").write_text(text)
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "size: 256MB" in x)
+    # Through supermicro too: the error names the file that holds the bad value.
+    for profile in ("nuc", "supermicro"):
+        with pytest.raises(recipe.RecipeError) as info:
+            recipe.load(profile, d)
+        assert f"nuc.yml:{line}: disk.partitions.0.size:" in str(info.value)
+        assert "256MB" in str(info.value)
+
+
+def test_an_unknown_profile_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(recipe.RecipeError, match="profiles: nuc, supermicro"):
+        recipe.load("rpi", _copy(tmp_path))
+
+
+def test_profiles_that_extend_each_other_in_a_loop_are_refused(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    (d / "nuc.yml").write_text("extends: supermicro\n" + (d / "nuc.yml").read_text())
+    with pytest.raises(recipe.RecipeError, match="loop"):
+        recipe.load("supermicro", d)
