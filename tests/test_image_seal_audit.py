@@ -1,0 +1,130 @@
+"""Sealing a tree with the recipe's list, and the audit that finds what must not ship: planted
+private keys, vault values, host keys, histories, leases, seeds, logs, provisioning keys, in a
+tree and inside an assembled disk image."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.image_helpers import small_recipe, tiny_tree
+from xnat_fleet.image import assemble, audit, recipe, seal
+
+BUILD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildKeyOfTheImageBuild000000000000000 xf-build"
+VAULT_VALUE = "s3cr3t-db-password-from-the-vault"
+
+
+def _dirty(root: Path) -> Path:
+    """What a provisioned tree holds before sealing."""
+    tiny_tree(root)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            str(root / "etc/ssh/ssh_host_ed25519_key"),
+        ],
+        check=True,
+    )
+    (root / "var/lib/systemd").mkdir(parents=True)
+    (root / "var/lib/systemd/random-seed").write_bytes(b"\x01" * 512)
+    (root / "var/lib/systemd/credential.secret").write_bytes(b"\x02" * 32)
+    (root / "var/lib/dhcp").mkdir(parents=True)
+    (root / "var/lib/dhcp/dhclient.eth0.leases").write_text("lease {}\n")
+    (root / "var/log/apt").mkdir(parents=True)
+    (root / "var/log/apt/history.log").write_text("Start-Date: today\n")
+    (root / "var/log/journal/abc").mkdir(parents=True)
+    (root / "var/log/journal/abc/system.journal").write_bytes(b"LPKSHHRH" + b"\0" * 100)
+    (root / "root").mkdir()
+    (root / "root/.bash_history").write_text("ls\n")
+    (root / "root/.ssh").mkdir()
+    (root / "root/.ssh/authorized_keys").write_text(BUILD_KEY + "\n")
+    (root / "home/xf-build/.ssh").mkdir(parents=True)
+    (root / "home/xf-build/.ssh/authorized_keys").write_text(BUILD_KEY + "\n")
+    (root / "etc/sudoers.d").mkdir()
+    (root / "etc/sudoers.d/00-xnat-fleet-enrolled").write_text("xf-build ALL=(ALL) NOPASSWD: ALL\n")
+    (root / "tmp").mkdir()
+    (root / "tmp/build.txt").write_text("x")
+    return root
+
+
+def test_the_audit_finds_everything_a_provisioned_tree_holds(tmp_path: Path) -> None:
+    root = _dirty(tmp_path / "tree")
+    found = audit.scan_tree(root, secrets=[VAULT_VALUE], provisioning_keys=[BUILD_KEY])
+    rules = {(f.path, f.rule) for f in found}
+    assert ("/etc/ssh/ssh_host_ed25519_key", "private-key") in rules
+    assert ("/etc/ssh/ssh_host_ed25519_key.pub", "ssh-host-key") in rules
+    assert ("/etc/machine-id", "machine-id") in rules
+    assert ("/var/lib/systemd/random-seed", "random-seed") in rules
+    assert ("/var/lib/systemd/credential.secret", "credential-secret") in rules
+    assert ("/var/lib/dhcp/dhclient.eth0.leases", "dhcp-lease") in rules
+    assert ("/var/log/apt/history.log", "log") in rules
+    assert ("/root/.bash_history", "shell-history") in rules
+    assert ("/root/.ssh/authorized_keys", "provisioning-key") in rules
+    assert ("/home/xf-build/.ssh/authorized_keys", "provisioning-key") in rules
+
+
+def test_sealing_with_the_recipes_list_leaves_nothing_to_find(tmp_path: Path) -> None:
+    root = _dirty(tmp_path / "tree")
+    r = recipe.load("nuc")
+    applied = seal.apply(root, list(r.seal))
+    seal.stamp_os_release(root, "xnat-fleet-relay-nuc", "2026.12.02-1", "1.8.10")
+    assert audit.scan_tree(root, secrets=[VAULT_VALUE], provisioning_keys=[BUILD_KEY]) == []
+    assert (root / "etc/machine-id").read_text() == "uninitialized\n"
+    assert not list((root / "etc/ssh").glob("ssh_host_*"))
+    dropin = root / "etc/systemd/system/ssh.service.d/10-xnat-fleet-keygen.conf"
+    assert "ExecStartPre=/usr/bin/ssh-keygen -A" in dropin.read_text()
+    firstboot = root / "etc/systemd/system/systemd-firstboot.service"
+    assert firstboot.is_symlink() and str(firstboot.readlink()) == "/dev/null"
+    # Logs are emptied, not removed (their directories and owners stay); the journal goes.
+    assert (root / "var/log/apt/history.log").stat().st_size == 0
+    assert not (root / "var/log/journal/abc").exists()
+    assert not (root / "home/xf-build").exists() and (root / "home/admin").is_dir()
+    # os-release is the tree's own file behind the symlink, stamped.
+    fields = seal.read_os_release(root)
+    assert (
+        fields["IMAGE_ID"] == "xnat-fleet-relay-nuc" and fields["IMAGE_VERSION"] == "2026.12.02-1"
+    )
+    assert fields[seal.XNAT_VERSION_KEY] == "1.8.10" and fields["ID"] == "debian"
+    assert (root / "etc/os-release").is_symlink()
+    changed = {p for a in applied for p in a.paths}
+    assert "/var/lib/systemd/random-seed" in changed and "/etc/hostname" in changed
+
+
+def test_a_planted_key_or_vault_value_is_found_inside_a_disk_image(tmp_path: Path) -> None:
+    root = tiny_tree(tmp_path / "tree")
+    seal.apply(root, list(recipe.load("nuc").seal))
+    (root / "opt").mkdir()
+    # Past the first MiB of a file, across the scanner's chunk border.
+    blob = b"\0" * ((1 << 20) - 10) + f"password={VAULT_VALUE}\n".encode()
+    (root / "opt/app.bin").write_bytes(blob)
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(root / "opt/tls.key")],
+        check=True,
+    )
+    image = tmp_path / "disk.raw"
+    assemble.assemble(root, small_recipe(), image, tmp_path / "work", "relay-nuc", "1")
+    found = audit.scan_image(image, secrets=[VAULT_VALUE])
+    assert {(f.path, f.rule) for f in found} == {
+        ("/opt/app.bin", "vault-value"),
+        ("/opt/tls.key", "private-key"),
+    }, found
+
+
+def test_sealing_refuses_a_path_through_a_symlink_out_of_the_tree(tmp_path: Path) -> None:
+    root = tiny_tree(tmp_path / "tree")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.log").write_text("must survive\n")
+    (root / "var/log").rmdir()
+    (root / "var/log").symlink_to(outside)
+    step = recipe.SealStep(path="/var/log/**/*", action="truncate", why="test")
+    with pytest.raises(seal.SealError, match="leaves the tree"):
+        seal.apply(root, [step])
+    assert (outside / "keep.log").read_text() == "must survive\n"
