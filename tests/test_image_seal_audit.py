@@ -128,3 +128,37 @@ def test_sealing_refuses_a_path_through_a_symlink_out_of_the_tree(tmp_path: Path
     with pytest.raises(seal.SealError, match="leaves the tree"):
         seal.apply(root, [step])
     assert (outside / "keep.log").read_text() == "must survive\n"
+
+
+def test_the_audit_command_finds_a_value_of_the_example_vault(tmp_path: Path) -> None:
+    import json as json_lib
+
+    from click.testing import CliRunner
+
+    from tests.conftest import DEMO_PASSWORD, EXAMPLE
+    from xnat_fleet.cli import cli
+    from xnat_fleet.model.loader import InventorySource, load_inventory
+    from xnat_fleet.runner import inventory_secrets
+
+    source = InventorySource(path=EXAMPLE, vault_password_file=DEMO_PASSWORD)
+    values = inventory_secrets(load_inventory(source).hostvars, source.vault_password())
+    planted = max(values, key=len)
+    root = tiny_tree(tmp_path / "tree")
+    seal.apply(root, list(recipe.load("nuc").seal))
+    args = [
+        "image",
+        "audit",
+        str(root),
+        "-i",
+        str(EXAMPLE),
+        "--vault-password-file",
+        str(DEMO_PASSWORD),
+    ]
+    clean = CliRunner().invoke(cli, [*args, "--json"])
+    assert clean.exit_code == 0, clean.output
+    assert json_lib.loads(clean.output)["vault_values_checked"] == len(values) > 3
+    (root / "etc" / "xnat.properties").write_text(f"password={planted}\n")
+    dirty = CliRunner().invoke(cli, args)
+    assert dirty.exit_code == 1
+    assert "/etc/xnat.properties: vault-value" in dirty.output
+    assert planted not in dirty.output  # the finding never prints the secret
