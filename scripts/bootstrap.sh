@@ -7,17 +7,30 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 apt_packages=(podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns
-  containernetworking-plugins mmdebstrap python3-venv git make openssl
-  # the relay image pipeline (docs/images.md): GPT, ESP, ext4, boot loader, bmap, compression
-  fdisk dosfstools mtools e2fsprogs systemd-boot-efi bmap-tools zstd qemu-utils)
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bootstrap: installing ${missing[*]}" >&2
+  containernetworking-plugins mmdebstrap python3-venv git make openssl)
+# The relay image pipeline (docs/images.md): GPT, ESP, ext4, boot loader, bmap, compression, and
+# QEMU with UEFI firmware for the boot test (without recommends: no desktop libraries).
+image_packages=(fdisk dosfstools mtools e2fsprogs systemd-boot-efi bmap-tools zstd qemu-utils
+  qemu-system-x86 ovmf)
+
+missing_of() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+mapfile -t missing < <(missing_of "${apt_packages[@]}")
+mapfile -t missing_image < <(missing_of "${image_packages[@]}")
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_image[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]} ${missing_image[*]}" >&2
   apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ${#missing_image[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing_image[@]}" >/dev/null
 fi
 
 stamp=.venv/.xnat-fleet-installed

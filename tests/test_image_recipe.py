@@ -66,6 +66,7 @@ def test_an_unknown_profile_lists_the_known_ones(tmp_path: Path) -> None:
 
 def test_profiles_that_extend_each_other_in_a_loop_are_refused(tmp_path: Path) -> None:
     d = _copy(tmp_path)
-    (d / "nuc.yml").write_text("extends: supermicro\n" + (d / "nuc.yml").read_text())
+    text = (d / "nuc.yml").read_text()
+    (d / "nuc.yml").write_text(text.replace("\n---\n", "\n---\nextends: supermicro\n", 1))
     with pytest.raises(recipe.RecipeError, match="loop"):
         recipe.load("supermicro", d)

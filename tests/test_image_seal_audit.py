@@ -162,3 +162,34 @@ def test_the_audit_command_finds_a_value_of_the_example_vault(tmp_path: Path) ->
     assert dirty.exit_code == 1
     assert "/etc/xnat.properties: vault-value" in dirty.output
     assert planted not in dirty.output  # the finding never prints the secret
+
+
+def test_reading_an_image_never_follows_its_symlinks_onto_this_machine(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o700)
+    (outside / "secret-of-this-machine.txt").write_text(f"{VAULT_VALUE}\n")
+    root = tiny_tree(tmp_path / "tree")
+    seal.apply(root, list(recipe.load("nuc").seal))
+    (root / "var" / "lock").symlink_to(outside)  # absolute, as Debian's /var/lock -> /run/lock
+    image = tmp_path / "disk.raw"
+    assemble.assemble(root, small_recipe(), image, tmp_path / "work", "relay-nuc", "1")
+    assert audit.scan_image(image, secrets=[VAULT_VALUE]) == []
+    assert (outside.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_key_a_debian_package_ships_unchanged_is_not_a_finding(tmp_path: Path) -> None:
+    import hashlib
+
+    root = tiny_tree(tmp_path / "tree")
+    seal.apply(root, list(recipe.load("nuc").seal))
+    lib = root / "usr/lib/libselftest.so"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(lib)], check=True)
+    info = root / "var/lib/dpkg/info"
+    info.mkdir(parents=True)
+    md5 = hashlib.md5(lib.read_bytes(), usedforsecurity=False).hexdigest()
+    (info / "libselftest.md5sums").write_text(f"{md5}  usr/lib/libselftest.so\n")
+    assert audit.scan_tree(root) == []
+    lib.write_bytes(lib.read_bytes() + b"\n")  # changed after installation: no longer Debian's
+    assert [(f.path, f.rule) for f in audit.scan_tree(root)] == [
+        ("/usr/lib/libselftest.so", "private-key")
+    ]

@@ -7,7 +7,8 @@ directory that is removed afterwards.
 
 Findings (each names the path in the image and the rule):
 
-- ``private-key``: a PEM or OpenSSH private key in any file;
+- ``private-key``: a PEM or OpenSSH private key in any file, except a file exactly as a Debian
+  package installed it (its md5 in ``/var/lib/dpkg/info``: a library's built-in test key);
 - ``vault-value``: any value of the inventory's vault (``vault_*`` variables) in any file;
 - ``machine-id``: ``/etc/machine-id`` other than ``uninitialized``, or dbus's own copy;
 - ``ssh-host-key``: any ``/etc/ssh/ssh_host_*`` file;
@@ -22,6 +23,7 @@ Findings (each names the path in the image and the rule):
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -34,9 +36,17 @@ from pathlib import Path
 
 from xnat_fleet.errors import FleetError
 
-PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+# A whole PEM block (OpenSSH's format is one too): the BEGIN line, optional headers
+# (Proc-Type, DEK-Info), a base64 body and the matching END line. A binary that only holds the
+# marker strings (ssh, libcrypto) is not a key.
+PRIVATE_KEY = re.compile(
+    rb"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----\r?\n"
+    rb"(?:[A-Za-z-]+: [^\r\n]*\r?\n)*\r?\n?"
+    rb"(?:[A-Za-z0-9+/=]{4,}\r?\n)+"
+    rb"-----END \1PRIVATE KEY-----"
+)
 _CHUNK = 1 << 20
-_OVERLAP = 4096
+_OVERLAP = 1 << 16  # more than the largest PEM key, so none is split unseen
 MIN_SECRET_LENGTH = 6  # shorter vault values (a port, "yes") would match everywhere
 
 HISTORY_FILES = (
@@ -95,6 +105,28 @@ def _contents(path: Path) -> Iterator[bytes]:
         return
 
 
+def _packaged(root: Path) -> dict[str, str]:
+    """md5 of every file Debian's packages installed (``/var/lib/dpkg/info/*.md5sums``)."""
+    sums: dict[str, str] = {}
+    for listing in (root / "var" / "lib" / "dpkg" / "info").glob("*.md5sums"):
+        for line in listing.read_text(errors="replace").splitlines():
+            digest, _, name = line.partition("  ")
+            if name:
+                sums["/" + name.strip()] = digest.strip()
+    return sums
+
+
+def _unchanged_from_package(path: Path, rel: str, packaged: dict[str, str]) -> bool:
+    want = packaged.get(rel)
+    if want is None:
+        return False
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == want
+
+
 def scan_tree(
     root: Path,
     secrets: Iterable[str] = (),
@@ -105,11 +137,14 @@ def scan_tree(
     needles = sorted({s.encode() for s in secrets if len(s) >= MIN_SECRET_LENGTH})
     build_keys = {k.split()[1] for k in provisioning_keys if len(k.split()) >= 2}
     findings: set[Finding] = set()
+    packaged = _packaged(root)
 
     for rel, p in _files(root):
         name = p.name
         for chunk in _contents(p):
-            if PRIVATE_KEY.search(chunk):
+            # A key inside a file exactly as a Debian package ships it (gnutls' self-test key)
+            # is public; one the build made or copied is not.
+            if PRIVATE_KEY.search(chunk) and not _unchanged_from_package(p, rel, packaged):
                 findings.add(Finding(rel, "private-key", "a PEM or OpenSSH private key"))
             for n, needle in enumerate(needles):
                 if needle in chunk:
@@ -247,10 +282,13 @@ def extract(image: Path, into: Path) -> Path:
         fs.unlink()
         if proc.returncode != 0:
             raise AuditError(f"{image}: the ESP cannot be read: {proc.stderr.strip()}")
-    # rdump may leave directories it made unreadable (their modes are copied): open them up
+    # rdump copies modes, so some directories may be unreadable: open them up. Never through a
+    # symlink: one in the image may point anywhere on this machine (/run/lock, /etc).
     for dirpath, dirnames, _ in os.walk(tree):
         for d in dirnames:
-            (Path(dirpath) / d).chmod(0o755)
+            sub = Path(dirpath) / d
+            if not sub.is_symlink():
+                sub.chmod(0o755)
     return tree
 
 
@@ -260,3 +298,40 @@ def scan_image(
     with tempfile.TemporaryDirectory(prefix="xf-audit-") as tmp:
         tree = extract(image, Path(tmp))
         return scan_tree(tree, secrets, provisioning_keys)
+
+
+class RootFs:
+    """The root file system of a disk image, copied out once and read with debugfs (no mount)."""
+
+    def __init__(self, image: Path, work: Path) -> None:
+        roots = [p for p in partitions(image) if p.type != ESP_TYPE]
+        if len(roots) != 1:
+            raise AuditError(f"{image}: expected one root partition besides the ESP")
+        work.mkdir(parents=True, exist_ok=True)
+        self.path = work / f"{image.name}.root"
+        _copy_range(image, roots[0].start, roots[0].size, self.path)
+
+    def _debugfs(self, request: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(  # noqa: S603
+            [_tool("debugfs"), "-R", request, str(self.path)], capture_output=True, check=False
+        )
+
+    def read(self, path: str) -> bytes | None:
+        """The file at ``path`` in the image, or None when it does not exist."""
+        listing = self._debugfs(f"stat {path}")
+        if b"File not found" in listing.stderr or listing.returncode != 0:
+            return None
+        return self._debugfs(f"cat {path}").stdout
+
+    def names(self, directory: str) -> list[str]:
+        out = self._debugfs(f"ls -p {directory}").stdout.decode(errors="replace")
+        names = [line.split("/")[5] for line in out.splitlines() if line.count("/") >= 6]
+        return [n for n in names if n not in (".", "..")]
+
+    def dump(self, directory: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        self._debugfs(f"rdump {directory} {dest}")
+        return dest / Path(directory).name
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -142,6 +142,8 @@ class Recipe(_Strict):
     suite: str
     architecture: Literal["amd64"]
     components: list[str] = ["main"]
+    mirror: str = "http://deb.debian.org/debian"
+    security_mirror: str = "http://deb.debian.org/debian-security"
     disk: Disk
     packages: Packages
     boot: Boot

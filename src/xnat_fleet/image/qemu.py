@@ -1,0 +1,140 @@
+"""Booting a disk image under QEMU with UEFI (OVMF), its serial console driven with pexpect.
+
+QEMU runs with TCG (software emulation; KVM is not used, see docs/images.md), no network and no
+display: the guest's first serial port is QEMU's stdio, read by pexpect; QEMU's monitor is a
+UNIX socket, through which the boot ends with an ACPI power-button press, so the guest shuts
+down cleanly and its journal is complete. UEFI variables live in a copy of OVMF's template
+next to the image (one firmware state per disk, as on a real box).
+
+A boot is successful when the console shows a login prompt; it fails on a console prompt that
+waits for a keyboard (systemd-firstboot, an emergency shell, a passphrase), a ``[FAILED]``
+status line, or the timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pexpect
+
+from xnat_fleet.errors import FleetError
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+LOGIN = re.compile(rb"\S+ login: ")
+# What a console shows when it waits for a person: a relay's first boot must show none of these.
+PROMPTS = {
+    "systemd-firstboot": re.compile(
+        rb"Please (enter|choose|select) |-- Press any key to proceed --"
+    ),
+    "emergency shell": re.compile(rb"(emergency|rescue) mode|Give root password for maintenance"),
+    "passphrase": re.compile(rb"Please enter passphrase"),
+    "initramfs shell": re.compile(rb"\(initramfs\) "),
+    "failed unit": re.compile(rb"\[FAILED\][^\r\n]*"),
+}
+
+
+class BootError(FleetError):
+    """QEMU or OVMF is missing, or the guest did not boot to a login prompt."""
+
+
+@dataclass
+class Boot:
+    seconds_to_login: float
+    console: str  # the serial console up to the login prompt (and the shutdown)
+    shutdown_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _text(data: object) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else ""
+
+
+def requirements() -> list[str]:
+    """What this machine lacks to boot images (empty when it can)."""
+    missing = []
+    if shutil.which("qemu-system-x86_64") is None:
+        missing.append("qemu-system-x86_64 (Debian package qemu-system-x86)")
+    for f in (OVMF_CODE, OVMF_VARS):
+        if not f.is_file():
+            missing.append(f"{f} (Debian package ovmf)")
+    return missing
+
+
+def _monitor(sock: Path, command: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(timeout)
+                s.connect(str(sock))
+                s.recv(4096)  # the banner
+                s.sendall(command.encode() + b"\n")
+                time.sleep(0.5)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def boot(
+    image: Path,
+    work: Path,
+    timeout: float = 300.0,
+    memory_mib: int = 1024,
+    extra_disks: list[Path] | None = None,
+) -> Boot:
+    """Boot ``image`` to its login prompt, then power it off; what the console showed."""
+    missing = requirements()
+    if missing:
+        raise BootError("cannot boot images here, missing: " + ", ".join(missing))
+    work.mkdir(parents=True, exist_ok=True)
+    variables = work / f"{image.name}.OVMF_VARS.fd"
+    if not variables.exists():
+        shutil.copyfile(OVMF_VARS, variables)
+    monitor = work / f"{image.name}.monitor"
+    monitor.unlink(missing_ok=True)
+    args = [
+        "-machine", "q35", "-accel", "tcg", "-m", str(memory_mib), "-smp", "2",
+        "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,file={variables}",
+        "-drive", f"file={image},format=raw,if=virtio",
+        "-nic", "none", "-display", "none", "-serial", "stdio",
+        "-monitor", f"unix:{monitor},server,nowait",
+    ]  # fmt: skip
+    for disk in extra_disks or []:
+        args += ["-drive", f"file={disk},format=raw,if=virtio"]
+    child = pexpect.spawn("qemu-system-x86_64", args, timeout=timeout, maxread=65536)
+    started = time.monotonic()
+    try:
+        patterns: list[Any] = [LOGIN, *PROMPTS.values(), pexpect.EOF, pexpect.TIMEOUT]
+        which = child.expect(patterns)
+        console = _text(child.before) + _text(child.after)
+        if which != 0:
+            names = ["login", *PROMPTS]
+            reason = (
+                names[which]
+                if which < len(names)
+                else (
+                    "QEMU exited" if which == len(names) else f"no login prompt in {timeout:.0f} s"
+                )
+            )
+            raise BootError(f"{image.name}: {reason}; console:\n{console[-3000:]}")
+        result = Boot(time.monotonic() - started, console)
+        down = time.monotonic()
+        _monitor(monitor, "system_powerdown")
+        child.expect(pexpect.EOF, timeout=120)
+        result.console += _text(child.before)
+        result.shutdown_seconds = time.monotonic() - down
+        return result
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        monitor.unlink(missing_ok=True)
