@@ -71,12 +71,19 @@ def test_two_boots_first_boot_then_not(golden: Path, tmp_path: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", machine_id), machine_id
     keys = sorted(n for n in root.names("/etc/ssh") if n.startswith("ssh_host_"))
     assert "ssh_host_ed25519_key" in keys and "ssh_host_ed25519_key.pub" in keys
+    # Complete keys only (an interrupted ssh-keygen leaves ssh_host_rsa_key.XXXXXX).
+    assert all(re.fullmatch(r"ssh_host_(rsa|ecdsa|ed25519)_key(\.pub)?", k) for k in keys), keys
     pub = root.read("/etc/ssh/ssh_host_ed25519_key.pub")
     entries = _journal(root, tmp_path / "j1")
     root.close()
     assert _failures(entries) == []
     messages = [str(e.get("MESSAGE", "")) for e in entries]
     assert any("Reached target multi-user.target" in m for m in messages)
+    assert any(
+        str(e.get("UNIT")) == "xnat-fleet-ssh-keygen.service"
+        and "Finished" in str(e.get("MESSAGE"))
+        for e in entries
+    )
     assert any(
         str(e.get("UNIT")) == "ssh.service" and "Started" in str(e.get("MESSAGE")) for e in entries
     )

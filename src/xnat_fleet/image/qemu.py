@@ -6,9 +6,10 @@ UNIX socket, through which the boot ends with an ACPI power-button press, so the
 down cleanly and its journal is complete. UEFI variables live in a copy of OVMF's template
 next to the image (one firmware state per disk, as on a real box).
 
-A boot is successful when the console shows a login prompt; it fails on a console prompt that
-waits for a keyboard (systemd-firstboot, an emergency shell, a passphrase), a ``[FAILED]``
-status line, or the timeout.
+A boot is successful when the console shows a login prompt (then ``settle`` seconds pass, so
+that units starting beside the getty finish, before the power button is pressed); it fails on
+a console prompt that waits for a keyboard (systemd-firstboot, an emergency shell, a
+passphrase), a ``[FAILED]`` status line, or the timeout.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def boot(
     timeout: float = 300.0,
     memory_mib: int = 1024,
     extra_disks: list[Path] | None = None,
+    settle: float = 10.0,
 ) -> Boot:
     """Boot ``image`` to its login prompt, then power it off; what the console showed."""
     missing = requirements()
@@ -128,6 +130,9 @@ def boot(
             )
             raise BootError(f"{image.name}: {reason}; console:\n{console[-3000:]}")
         result = Boot(time.monotonic() - started, console)
+        # Units that start beside the getty (sshd, timers) finish before the power button.
+        child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=settle)
+        result.console += _text(child.before)
         down = time.monotonic()
         _monitor(monitor, "system_powerdown")
         child.expect(pexpect.EOF, timeout=120)
