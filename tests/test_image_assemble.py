@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.image_helpers import small_recipe, tiny_tree
-from xnat_fleet.image import assemble, audit, bmap
+from xnat_fleet.image import assemble, audit, bmap, files
 from xnat_fleet.image.recipe import MiB
 
 
@@ -56,7 +56,7 @@ def test_the_disk_has_the_recipes_layout_and_boots_the_trees_kernel(tmp_path: Pa
 
     # The file system really carries the planned UUID and label.
     part = tmp_path / "root.part"
-    audit._copy_range(image, root["start"] * 512, root["size"] * 512, part)
+    files.extract_range(image, root["start"] * 512, root["size"] * 512, part)
     info = subprocess.run(
         ["dumpe2fs", "-h", str(part)], capture_output=True, text=True, check=True
     ).stdout

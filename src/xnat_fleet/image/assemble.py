@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 import jinja2
 
 from xnat_fleet.errors import FleetError
+from xnat_fleet.image import files
 from xnat_fleet.image.recipe import MiB, Recipe
 from xnat_fleet.paths import project_root
 
@@ -80,10 +80,7 @@ def templates() -> jinja2.Environment:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        raise AssembleError(f"{name} is not installed (make bootstrap installs it)")
-    return path
+    return files.require(name, AssembleError)
 
 
 def _run(*argv: str, env: dict[str, str] | None = None) -> str:
@@ -264,31 +261,6 @@ def make_root(tree: Path, disk: DiskPlan, work: Path) -> Path:
     return path
 
 
-def copy_sparse(src: Path, dest: Path, offset: int) -> int:
-    """The data extents of ``src`` into ``dest`` at ``offset``; bytes written."""
-    written = 0
-    with src.open("rb") as s, dest.open("r+b") as d:
-        fd = s.fileno()
-        size = src.stat().st_size
-        pos = 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
-            s.seek(data)
-            d.seek(offset + data)
-            remaining = hole - data
-            while remaining:
-                chunk = s.read(min(4 * MiB, remaining))
-                d.write(chunk)
-                remaining -= len(chunk)
-                written += len(chunk)
-            pos = hole
-    return written
-
-
 def assemble(
     tree: Path,
     recipe: Recipe,
@@ -319,8 +291,8 @@ def assemble(
     )
     if proc.returncode != 0:
         raise AssembleError(f"sfdisk failed: {proc.stderr.strip()}")
-    copy_sparse(esp, output, disk.by_type("esp").start)
-    copy_sparse(root, output, disk.by_type("linux-root-x86-64").start)
+    files.copy_extents(esp, output, offset=disk.by_type("esp").start)
+    files.copy_extents(root, output, offset=disk.by_type("linux-root-x86-64").start)
     esp.unlink()
     root.unlink()
     return disk

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_fleet.errors import FleetError
+from xnat_fleet.image import files
 
 # A whole PEM block (OpenSSH's format is one too): the BEGIN line, optional headers
 # (Proc-Type, DEK-Info), a base64 body and the matching END line. A binary that only holds the
@@ -187,10 +187,7 @@ def scan_tree(
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        raise AuditError(f"{name} is not installed (make bootstrap installs it)")
-    return path
+    return files.require(name, AuditError)
 
 
 @dataclass(frozen=True)
@@ -223,31 +220,6 @@ def partitions(image: Path) -> list[Part]:
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 
 
-def _copy_range(image: Path, start: int, size: int, dest: Path) -> None:
-    """Bytes ``start``..``start+size`` of ``image`` into ``dest``, holes kept as holes."""
-    with image.open("rb") as src, dest.open("wb") as out:
-        out.truncate(size)
-        fd = src.fileno()
-        offset = start
-        end = start + size
-        while offset < end:
-            try:
-                data = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:
-                break
-            if data >= end:
-                break
-            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-            src.seek(data)
-            out.seek(data - start)
-            remaining = hole - data
-            while remaining:
-                chunk = src.read(min(_CHUNK, remaining))
-                out.write(chunk)
-                remaining -= len(chunk)
-            offset = hole
-
-
 def extract(image: Path, into: Path) -> Path:
     """The image's file systems as a tree under ``into`` (the ESP at /boot/efi)."""
     tree = into / "tree"
@@ -257,7 +229,7 @@ def extract(image: Path, into: Path) -> Path:
     others = [p for p in parts if p.type != ESP_TYPE]
     for p in others:
         fs = into / f"part{p.number}.img"
-        _copy_range(image, p.start, p.size, fs)
+        files.extract_range(image, p.start, p.size, fs)
         proc = subprocess.run(  # noqa: S603
             [_tool("debugfs"), "-R", f"rdump / {tree}", str(fs)],
             capture_output=True,
@@ -269,7 +241,7 @@ def extract(image: Path, into: Path) -> Path:
             raise AuditError(f"{image}: partition {p.number} is not a readable ext4 file system")
     for p in esp:
         fs = into / f"part{p.number}.img"
-        _copy_range(image, p.start, p.size, fs)
+        files.extract_range(image, p.start, p.size, fs)
         dest = tree / "boot" / "efi"
         dest.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(  # noqa: S603
@@ -309,7 +281,7 @@ class RootFs:
             raise AuditError(f"{image}: expected one root partition besides the ESP")
         work.mkdir(parents=True, exist_ok=True)
         self.path = work / f"{image.name}.root"
-        _copy_range(image, roots[0].start, roots[0].size, self.path)
+        files.extract_range(image, roots[0].start, roots[0].size, self.path)
 
     def _debugfs(self, request: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(  # noqa: S603

@@ -16,11 +16,12 @@ does that); a range of written zeros is mapped, never lost.
 from __future__ import annotations
 
 import hashlib
-import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from xnat_fleet.image import files
 
 BMAP_VERSION = "2.0"
 BLOCK_SIZE = 4096
@@ -67,26 +68,6 @@ class Bmap:
         return sum(r.byte_span(self.block_size, self.image_size)[1] for r in self.ranges)
 
 
-def data_extents(path: Path) -> list[tuple[int, int]]:
-    """(offset, length) of each data region of ``path``, from SEEK_DATA / SEEK_HOLE."""
-    extents: list[tuple[int, int]] = []
-    size = path.stat().st_size
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:  # ENXIO: no data after offset
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            extents.append((start, end - start))
-            offset = end
-    finally:
-        os.close(fd)
-    return extents
-
-
 def _block_ranges(extents: list[tuple[int, int]], block_size: int) -> list[tuple[int, int]]:
     """Data extents widened to whole blocks and merged where they touch."""
     out: list[tuple[int, int]] = []
@@ -120,7 +101,7 @@ def create(image: Path, block_size: int = BLOCK_SIZE) -> Bmap:
         raise BmapError(f"{image}: an empty file has no block map")
     bmap = Bmap(image_size=size, block_size=block_size)
     with image.open("rb") as f:
-        for first, last in _block_ranges(data_extents(image), block_size):
+        for first, last in _block_ranges(files.data_extents(image), block_size):
             probe = BlockRange(first, last, "")
             start, length = probe.byte_span(block_size, size)
             bmap.ranges.append(BlockRange(first, last, _sha256_span(f, start, length)))

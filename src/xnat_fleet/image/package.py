@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from xnat_fleet.errors import FleetError
 from xnat_fleet.image import bmap as bmap_lib
+from xnat_fleet.image import files
 
 MANIFEST_FORMAT = 1
 
@@ -50,9 +50,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _run(*argv: str) -> None:
-    tool = shutil.which(argv[0])
-    if tool is None:
-        raise PackageError(f"{argv[0]} is not installed (make bootstrap installs it)")
+    tool = files.require(argv[0], PackageError)
     proc = subprocess.run(  # noqa: S603 (argv, no shell)
         [tool, *argv[1:]], capture_output=True, text=True, check=False
     )
