@@ -45,10 +45,15 @@ def _dirty(root: Path) -> Path:
     (root / "root/.bash_history").write_text("ls\n")
     (root / "root/.ssh").mkdir()
     (root / "root/.ssh/authorized_keys").write_text(BUILD_KEY + "\n")
-    (root / "home/xf-build/.ssh").mkdir(parents=True)
-    (root / "home/xf-build/.ssh/authorized_keys").write_text(BUILD_KEY + "\n")
-    (root / "etc/sudoers.d").mkdir()
-    (root / "etc/sudoers.d/00-xnat-fleet-enrolled").write_text("xf-build ALL=(ALL) NOPASSWD: ALL\n")
+    (root / "etc/apt/apt.conf.d").mkdir(parents=True)
+    (root / "etc/apt/apt.conf.d/99mmdebstrap").write_text('Acquire::http::Proxy "x";\n')
+    # What the ssl-cert package makes at installation (PostgreSQL's cluster uses it).
+    (root / "etc/ssl/private").mkdir(parents=True)
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519", "-out",
+         str(root / "etc/ssl/private/ssl-cert-snakeoil.key")],
+        check=True,
+    )  # fmt: skip
     (root / "tmp").mkdir()
     (root / "tmp/build.txt").write_text("x")
     return root
@@ -67,7 +72,7 @@ def test_the_audit_finds_everything_a_provisioned_tree_holds(tmp_path: Path) -> 
     assert ("/var/log/apt/history.log", "log") in rules
     assert ("/root/.bash_history", "shell-history") in rules
     assert ("/root/.ssh/authorized_keys", "provisioning-key") in rules
-    assert ("/home/xf-build/.ssh/authorized_keys", "provisioning-key") in rules
+    assert ("/etc/ssl/private/ssl-cert-snakeoil.key", "private-key") in rules
 
 
 def test_sealing_with_the_recipes_list_leaves_nothing_to_find(tmp_path: Path) -> None:
@@ -85,7 +90,10 @@ def test_sealing_with_the_recipes_list_leaves_nothing_to_find(tmp_path: Path) ->
     # Logs are emptied, not removed (their directories and owners stay); the journal goes.
     assert (root / "var/log/apt/history.log").stat().st_size == 0
     assert not (root / "var/log/journal/abc").exists()
-    assert not (root / "home/xf-build").exists() and (root / "home/admin").is_dir()
+    assert not (root / "etc/apt/apt.conf.d/99mmdebstrap").exists()
+    assert not (root / "etc/ssl/private/ssl-cert-snakeoil.key").exists()
+    unit = root / "etc/systemd/system/sysinit.target.wants/xnat-fleet-snakeoil.service"
+    assert "make-ssl-cert generate-default-snakeoil" in unit.read_text()
     # os-release is the tree's own file behind the symlink, stamped.
     fields = seal.read_os_release(root)
     assert (

@@ -465,7 +465,12 @@ def stage_standins(fleet: Fleet, directory: Path, apt_proxy: str | None = None) 
 
 
 def _standin_inputs(host: Host, store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Role inputs that swap the inventory's pinned artifacts for the stand-ins."""
+    return standin_inputs(host.config.fleet_plugins, store, manifest)
+
+
+def standin_inputs(plugins: Sequence[str], store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Role inputs that swap the inventory's pinned artifacts for the stand-ins (the lab's and
+    ``image build --standins``)."""
     return {
         # The pinned-archive path real hosts take (fleet_artifacts.jdk), with an archive of the
         # upstream shape assembled from Debian's Java 17 (tests/fixtures/jre-archive.sh).
@@ -482,7 +487,7 @@ def _standin_inputs(host: Host, store: Path, manifest: dict[str, Any]) -> dict[s
         "xnat_war_sha256": manifest["web"]["sha256"],
         "xnat_plugins": [
             {"name": p, "src": str(store / manifest[p]["file"]), "sha256": manifest[p]["sha256"]}
-            for p in host.config.fleet_plugins
+            for p in plugins
         ],
     }
 

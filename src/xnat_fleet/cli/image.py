@@ -9,8 +9,11 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from xnat_fleet.cli.options import inventory_options, json_option, make_source
 from xnat_fleet.errors import ExitCode
 from xnat_fleet.image import audit as audit_lib
+from xnat_fleet.image import build as build_lib
+from xnat_fleet.image import recipe as recipe_lib
 from xnat_fleet.model.loader import InventorySource, load_inventory
 from xnat_fleet.runner import inventory_secrets
 
@@ -18,6 +21,138 @@ from xnat_fleet.runner import inventory_secrets
 @click.group()
 def image() -> None:
     """Golden relay images: build, audit."""
+
+
+class RichReporter(build_lib.Reporter):
+    """Stage, elapsed time and (where the size is known) a bar on stderr; a line per stage."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[stage]:<9}[/bold]"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[detail]}", markup=False),
+            console=console,
+            transient=True,
+        )
+        self.task: object | None = None
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        if self.task is None:
+            self.progress.start()
+        else:
+            self.progress.remove_task(self.task)  # type: ignore[arg-type]
+        self.task = self.progress.add_task(stage, total=total, stage=stage, detail="")
+
+    def detail(self, text: str) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, detail=text[:70])  # type: ignore[arg-type]
+
+    def advance(self, amount: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=amount)  # type: ignore[arg-type]
+
+    def done(self, stage: str, seconds: float, note: str) -> None:
+        self.progress.console.print(
+            f"[green]✓[/green] {stage:<9} {seconds:7.1f} s  {escape(note)}", soft_wrap=True
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@image.command()
+@inventory_options
+@click.option(
+    "--profile",
+    required=True,
+    type=click.Choice(recipe_lib.available()),
+    help="Hardware profile (relay_images/<profile>.yml).",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the image is published (default: build/images).",
+)
+@click.option("--qcow2", is_flag=True, help="Also write a qcow2 (for VM users).")
+@click.option(
+    "--standins",
+    is_flag=True,
+    help="Use the tests' stand-in artifacts instead of the pinned XNAT (demos and tests only; "
+    "the manifest says so).",
+)
+@click.option(
+    "--image-version", help="IMAGE_VERSION to stamp (default: the UTC time, YYYYMMDD.HHMMSS)."
+)
+@click.option("--no-apt-cache", is_flag=True, help="Do not start or use the machine's apt cache.")
+@json_option
+def build(
+    inventory: Path,
+    vault_password_file: Path | None,
+    profile: str,
+    output: Path | None,
+    qcow2: bool,
+    standins: bool,
+    image_version: str | None,
+    no_apt_cache: bool,
+    as_json: bool,
+) -> None:
+    """Build, audit and publish the golden relay image of PROFILE for INVENTORY's study.
+
+    Stages: check, base (mmdebstrap, cached), provision (playbooks/image.yml on the base root as
+    a systemd container, cached by its inputs), unpack, seal, assemble, package, audit, publish.
+    Progress goes to stderr; a build whose audit finds anything publishes nothing.
+    """
+    source = make_source(inventory, vault_password_file)
+    err = Console(stderr=True, highlight=False)
+    reporter = RichReporter(err)
+    try:
+        result = build_lib.build(
+            source, profile, output=output, qcow2=qcow2, standins=standins,
+            version=image_version, reporter=reporter, apt_cache=not no_apt_cache,
+        )  # fmt: skip
+    finally:
+        reporter.stop()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "image_id": result.image_id,
+                    "image_version": result.image_version,
+                    "directory": str(result.directory),
+                    "stages_seconds": result.stages,
+                    "notes": result.notes,
+                    "manifest": result.manifest,
+                },
+                indent=2,
+            )
+        )
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    m = result.manifest
+    mib = 1 << 20
+    out.print(
+        f"[green]✓[/green] {result.image_id} {result.image_version} (profile {result.profile}, "
+        f"XNAT {m['xnat_version']}) in {escape(str(result.directory))}"
+    )
+    out.print(
+        f"  {m['size_bytes'] / mib:.0f} MiB image, {m['mapped_bytes'] / mib:.0f} MiB mapped; "
+        f"total {sum(result.stages.values()):.0f} s; XNAT artifacts: {m['xnat_artifacts']}"
+    )
+    for name, digest in sorted(result.files.items()):
+        out.print(f"  {digest[:16]}  {name}")
 
 
 @image.command()

@@ -89,18 +89,21 @@ def manifest(
 def package(raw: Path, meta: dict[str, Any], qcow2: bool = False) -> Packaged:
     """Write the shipping files of ``raw`` (see the module docstring); ``meta`` is the manifest
     without the file checksums, which are added here."""
-    stem = raw.with_suffix("")
+    # Names from the raw image's name without ".raw" (a version may hold dots: no with_suffix).
+    base = raw.name.removesuffix(".raw")
+
+    def sibling(extension: str) -> Path:
+        return raw.with_name(base + extension)
+
     block_map = bmap_lib.create(raw)
-    bmap_path = stem.with_suffix(".bmap")
+    bmap_path = sibling(".bmap")
     bmap_lib.write(block_map, bmap_path)
     zst = raw.with_name(raw.name + ".zst")
     zst.unlink(missing_ok=True)
     _run("zstd", "-q", "-T0", "-3", "-o", str(zst), str(raw))
-    out = Packaged(
-        raw, bmap_path, zst, stem.with_suffix(".manifest.json"), raw.parent / "SHA256SUMS"
-    )
+    out = Packaged(raw, bmap_path, zst, sibling(".manifest.json"), raw.parent / "SHA256SUMS")
     if qcow2:
-        out.qcow2 = stem.with_suffix(".qcow2")
+        out.qcow2 = sibling(".qcow2")
         out.qcow2.unlink(missing_ok=True)
         _run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(out.qcow2))
     shipped = [p for p in (raw, bmap_path, zst, out.qcow2) if p is not None]
