@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-pytest_plugins = ["tests.xnat_fixtures"]
+pytest_plugins = ["tests.xnat_fixtures", "tests.image_fixtures"]
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "inventory" / "example"
 DEMO_PASSWORD = EXAMPLE / "DEMO-ONLY-vault-password.txt"

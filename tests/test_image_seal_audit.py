@@ -201,3 +201,22 @@ def test_a_key_a_debian_package_ships_unchanged_is_not_a_finding(tmp_path: Path)
     assert [(f.path, f.rule) for f in audit.scan_tree(root)] == [
         ("/usr/lib/libselftest.so", "private-key")
     ]
+
+
+def test_the_preset_keeps_the_enabled_units_and_enables_nothing_else(tmp_path: Path) -> None:
+    root = tiny_tree(tmp_path / "tree")
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "ssh.service").symlink_to("/lib/systemd/system/ssh.service")
+    getty = root / "etc/systemd/system/getty.target.wants"
+    getty.mkdir()
+    (getty / "getty@tty1.service").symlink_to("/lib/systemd/system/getty@.service")
+    seal.apply(root, list(recipe.load("nuc").seal))
+    lines = (root / "etc/systemd/system-preset/00-xnat-fleet-image.preset").read_text().splitlines()
+    rules = [x for x in lines if not x.startswith("#")]
+    assert rules[-1] == "disable *"
+    assert "enable ssh.service" in rules and "enable getty@.service tty1" in rules
+    # what sealing itself enabled is kept too; a unit the roles left disabled is not named
+    assert "enable xnat-fleet-ssh-keygen.service" in rules
+    assert "enable xnat-fleet-snakeoil.service" in rules
+    assert not [x for x in rules if "tomcat" in x]

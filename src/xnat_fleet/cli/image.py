@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from xnat_fleet.cli.options import inventory_options, json_option, make_source
-from xnat_fleet.errors import ExitCode
+from xnat_fleet.errors import ExitCode, FleetError
 from xnat_fleet.image import audit as audit_lib
 from xnat_fleet.image import build as build_lib
 from xnat_fleet.image import recipe as recipe_lib
@@ -221,3 +221,51 @@ def audit(
         )
     if findings:
         raise click.exceptions.Exit(int(ExitCode.ERROR))
+
+
+def _manifest_path(target: Path) -> Path:
+    if target.is_file():
+        return target
+    found = sorted(target.glob("*.manifest.json"))
+    if len(found) != 1:
+        raise FleetError(f"{target}: expected one *.manifest.json in it, found {len(found)}")
+    return found[0]
+
+
+@image.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@json_option
+def show(target: Path, as_json: bool) -> None:
+    """Print the manifest of a published image (its directory, or its manifest.json)."""
+    path = _manifest_path(target)
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FleetError(f"{path}: not a readable manifest ({exc})") from None
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    mib = 1 << 20
+    out.print(
+        f"[bold]{escape(str(m.get('image_id')))}[/bold] {escape(str(m.get('image_version')))}"
+    )
+    rows = [
+        ("profile", m.get("profile")),
+        ("study", m.get("study")),
+        ("XNAT", m.get("xnat_version")),
+        ("XNAT artifacts", m.get("xnat_artifacts")),
+        ("git revision", m.get("git_revision")),
+        ("packages", f"{m.get('packages')} (sha256 {str(m.get('packages_sha256'))[:16]})"),
+        (
+            "size",
+            f"{m.get('size_bytes', 0) / mib:.0f} MiB, {m.get('mapped_bytes', 0) / mib:.0f} MiB"
+            " mapped",
+        ),
+        ("build inputs", f"{len(m.get('inputs', {}))} hashed"),
+    ]
+    for label, value in rows:
+        out.print(f"  {label:<15} {escape(str(value))}")
+    for name, digest in sorted(m.get("files", {}).items()):
+        out.print(f"  {digest}  {escape(name)}")
+    out.print(f"  (check the files with: cd {escape(str(path.parent))} && sha256sum -c SHA256SUMS)")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,8 +192,26 @@ def start(ref: str, name: str) -> None:
         # nftables loads its ruleset into the container's own network namespace
         "--cap-add", "NET_ADMIN", "--label", f"{LABEL}=1", ref, "/sbin/init",
     )  # fmt: skip
-    # `--wait` returns at running or degraded; either is a booted system to converge.
-    _podman("exec", name, "systemctl", "is-system-running", "--wait", check=False)
+    wait_booted(name)
+
+
+def wait_booted(name: str, timeout: float = 120.0) -> str:
+    """Wait until the container's systemd has booted (running or degraded); its state.
+
+    ``systemctl is-system-running --wait`` fails at once ("Failed to connect to bus") while PID 1
+    has not yet opened its bus, so it is asked again until it answers with a state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = container_ssh.podman("exec", name, "systemctl", "is-system-running", "--wait")
+        state = proc.stdout.strip()
+        if state in ("running", "degraded"):
+            return state
+        if time.monotonic() > deadline:
+            raise ProvisionError(
+                f"container {name} did not finish booting in {timeout:.0f} s "
+                f"({state or proc.stderr.strip()})"
+            )
+        time.sleep(0.5)
 
 
 def _exec(name: str, script: str) -> None:

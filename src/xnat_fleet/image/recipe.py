@@ -119,7 +119,10 @@ class Boot(_Strict):
 
 class SealStep(_Strict):
     path: str = Field(pattern=r"^/")
-    action: Literal["remove", "truncate", "write", "symlink"]
+    # preset: a systemd preset file that keeps the units enabled now and enables nothing else
+    # (seal.preset_lines): systemd's first boot runs `preset-all`, which would otherwise enable
+    # every installed unit (Debian's policy: enable all), Tomcat included.
+    action: Literal["remove", "truncate", "write", "symlink", "preset"]
     content: str | None = None
     why: str = Field(min_length=1)
 

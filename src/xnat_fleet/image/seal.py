@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,17 @@ def apply(root: Path, steps: list[SealStep]) -> list[Applied]:
                     with p.open("r+b") as f:
                         f.truncate(0)
                     changed.append(_tree_path(root, p))
+        elif step.action == "preset":
+            p = inside(root, step.path, follow_last=False)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(
+                "# Written by xnat-fleet's sealing: the units this image enabled, and no other\n"
+                "# (systemd's first boot runs preset-all; see relay_images/ and docs/images.md).\n"
+                + "\n".join(preset_lines(root))
+                + "\n"
+            )
+            p.chmod(0o644)
+            changed.append(_tree_path(root, p))
         else:
             p = inside(root, step.path, follow_last=False)
             assert step.content is not None  # the recipe's validator guarantees it
@@ -112,6 +124,27 @@ def apply(root: Path, steps: list[SealStep]) -> list[Applied]:
             changed.append(_tree_path(root, p))
         done.append(Applied(step, changed))
     return done
+
+
+_INSTANCE = re.compile(r"(?P<template>[^@/]+@)(?P<instance>[^/]+)(?P<suffix>\.[a-z]+)")
+
+
+def preset_lines(root: Path) -> list[str]:
+    """``enable`` for every unit the tree enables in /etc (its *.wants and *.requires links), an
+    instance as ``enable name@.service instance``, then ``disable *``."""
+    etc = inside(root, "/etc/systemd/system")
+    units: set[str] = set()
+    for pattern in ("*.wants", "*.requires"):
+        for d in sorted(etc.glob(pattern)):
+            units.update(link.name for link in d.iterdir() if link.is_symlink())
+    lines = []
+    for unit in sorted(units):
+        m = _INSTANCE.fullmatch(unit)
+        if m:
+            lines.append(f"enable {m['template']}{m['suffix']} {m['instance']}")
+        else:
+            lines.append(f"enable {unit}")
+    return [*lines, "disable *"]
 
 
 def stamp_os_release(root: Path, image_id: str, image_version: str, xnat_version: str) -> Path:
