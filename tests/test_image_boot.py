@@ -18,6 +18,9 @@ from xnat_fleet.image import audit, qemu
 from xnat_fleet.image import build as build_lib
 
 pytestmark = pytest.mark.image
+# A NUC relay has 16-32 GiB; the postgresql role sizes shared_buffers for it (1 GiB), so the
+# guest gets enough for PostgreSQL to start (Tomcat does not run in a golden image).
+MEMORY_MIB = 3072
 
 
 def _journal(root: audit.RootFs, into: Path) -> list[dict[str, object]]:
@@ -54,7 +57,7 @@ def disk(golden: build_lib.BuildResult, tmp_path: Path) -> Path:
 
 
 def test_two_boots_first_boot_then_not(disk: Path, tmp_path: Path) -> None:
-    first = qemu.boot(disk, tmp_path)
+    first = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB)
     assert "systemd-boot" in first.console or "Boot0002" in first.console
     root = audit.RootFs(disk, tmp_path / "r1")
     machine_id = (root.read("/etc/machine-id") or b"").decode().strip()
@@ -93,7 +96,7 @@ def test_two_boots_first_boot_then_not(disk: Path, tmp_path: Path) -> None:
     # The login prompt names the sealed hostname: no build name leaked.
     assert "relay login:" in first.console
 
-    second = qemu.boot(disk, tmp_path)
+    second = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB)
     assert "relay login:" in second.console
     root = audit.RootFs(disk, tmp_path / "r2")
     assert (root.read("/etc/machine-id") or b"").decode().strip() == machine_id

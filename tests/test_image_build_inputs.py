@@ -15,6 +15,7 @@ from xnat_fleet.errors import FleetError, InventoryError
 from xnat_fleet.image import build as build_lib
 from xnat_fleet.image import provision, recipe
 from xnat_fleet.model.loader import InventorySource
+from xnat_fleet.paths import project_root
 
 DIGESTS = {"web": "a" * 64, "tomcat": "b" * 64}
 
@@ -55,7 +56,7 @@ def test_a_study_setting_or_a_role_template_changes_the_image(
     # A copy of the project's inputs with one role template changed.
     root = tmp_path / "project"
     for name in provision.PROJECT_INPUTS:
-        src = build_lib.project_root() / name
+        src = project_root() / name
         dst = root / name
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
@@ -91,7 +92,7 @@ def test_the_build_refuses_relays_with_different_plugins(
 def test_the_build_inventory_carries_no_relay_and_links_the_study_group_vars(
     tmp_path: Path,
 ) -> None:
-    study = build_lib.project_root() / "inventory" / "example"
+    study = project_root() / "inventory" / "example"
     inv = provision.write_inventory(
         tmp_path / "inv", study, "xf-image-x", {"fleet_hardware": "nuc"}
     )
