@@ -70,3 +70,34 @@ def test_profiles_that_extend_each_other_in_a_loop_are_refused(tmp_path: Path) -
     (d / "nuc.yml").write_text(text.replace("\n---\n", "\n---\nextends: supermicro\n", 1))
     with pytest.raises(recipe.RecipeError, match="loop"):
         recipe.load("supermicro", d)
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (
+            {"path": "/x", "action": "write", "content": "a", "template": "image/a.j2"},
+            "exactly one",
+        ),
+        ({"path": "/x", "action": "write"}, "exactly one"),
+        ({"path": "/x", "action": "symlink", "template": "image/a.j2"}, "symlink takes content"),
+        ({"path": "/x", "action": "remove", "content": "a"}, "neither content nor template"),
+        ({"path": "/x", "action": "write", "template": "../etc/passwd.j2"}, "under templates/"),
+    ],
+)
+def test_a_seal_step_takes_what_its_action_needs(step: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        recipe.SealStep.model_validate({**step, "why": "test"})
+
+
+def test_a_seal_template_is_rendered_and_a_missing_one_named(tmp_path: Path) -> None:
+    from xnat_fleet.image import seal
+
+    template = "image/units/xnat-fleet-ssh-keygen.service.j2"
+    unit = recipe.SealStep(path="/etc/u.service", action="write", template=template, why="test")
+    (tmp_path / "etc").mkdir()
+    seal.apply(tmp_path, [unit])
+    assert "ExecStart=/usr/bin/ssh-keygen -A" in (tmp_path / "etc/u.service").read_text()
+    missing = recipe.SealStep(path="/etc/v", action="write", template="image/nope.j2", why="t")
+    with pytest.raises(seal.SealError, match=r"image/nope\.j2 is not in templates/"):
+        seal.apply(tmp_path, [missing])

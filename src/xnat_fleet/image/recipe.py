@@ -124,12 +124,21 @@ class SealStep(_Strict):
     # every installed unit (Debian's policy: enable all), Tomcat included.
     action: Literal["remove", "truncate", "write", "symlink", "preset"]
     content: str | None = None
+    # write: a Jinja2 template under templates/ instead of `content` (units, drop-ins)
+    template: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./-]+\.j2$")
     why: str = Field(min_length=1)
 
     @model_validator(mode="after")
     def _content(self) -> SealStep:
-        if (self.action in ("write", "symlink")) != (self.content is not None):
-            raise ValueError("content is given for write and symlink, and only for them")
+        given = (self.content is not None) + (self.template is not None)
+        if self.action == "write" and given != 1:
+            raise ValueError("write takes exactly one of content and template")
+        if self.action == "symlink" and (self.content is None or self.template is not None):
+            raise ValueError("symlink takes content (the link's target) and no template")
+        if self.action not in ("write", "symlink") and given:
+            raise ValueError(f"{self.action} takes neither content nor template")
+        if self.template is not None and ".." in self.template.split("/"):
+            raise ValueError("template must stay under templates/")
         return self
 
 

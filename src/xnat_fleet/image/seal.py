@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_fleet.errors import FleetError
+from xnat_fleet.image.assemble import templates
 from xnat_fleet.image.recipe import SealStep
 
 XNAT_VERSION_KEY = "XNAT_FLEET_XNAT_VERSION"
@@ -112,18 +113,31 @@ def apply(root: Path, steps: list[SealStep]) -> list[Applied]:
             changed.append(_tree_path(root, p))
         else:
             p = inside(root, step.path, follow_last=False)
-            assert step.content is not None  # the recipe's validator guarantees it
             p.parent.mkdir(parents=True, exist_ok=True)
             if p.is_symlink() or (p.exists() and not p.is_dir()):
                 p.unlink()
             if step.action == "write":
-                p.write_text(step.content)
+                p.write_text(_content(step))
                 p.chmod(0o644)
             else:
+                assert step.content is not None  # the recipe's validator guarantees it
                 p.symlink_to(step.content)
             changed.append(_tree_path(root, p))
         done.append(Applied(step, changed))
     return done
+
+
+def _content(step: SealStep) -> str:
+    """A write step's text: its content, or its template (templates/) rendered."""
+    if step.template is None:
+        assert step.content is not None  # the recipe's validator guarantees one of them
+        return step.content
+    import jinja2
+
+    try:
+        return templates().get_template(step.template).render(path=step.path)
+    except jinja2.TemplateNotFound:
+        raise SealError(f"{step.path}: template {step.template} is not in templates/") from None
 
 
 _INSTANCE = re.compile(r"(?P<template>[^@/]+@)(?P<instance>[^/]+)(?P<suffix>\.[a-z]+)")
