@@ -229,3 +229,55 @@ def test_bmaptool_writes_the_shipped_zst_with_our_bmap(
         f.seek(first.first * block_map.block_size)
         f.write(bytes([byte[0] ^ 0xFF]))
     assert bmap.verify(block_map, target) == [first]
+
+
+class _Plant(build_lib.Reporter):
+    """Leaves a private key and a vault value in the tree once it is sealed (as a role that
+    wrote them where sealing does not look would)."""
+
+    def __init__(self, tree: Path, value: str) -> None:
+        self.tree, self.value = tree, value
+
+    def done(self, stage: str, seconds: float, note: str) -> None:
+        if stage != "seal":
+            return
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        (self.tree / "opt/leftover").mkdir(parents=True)
+        (self.tree / "opt/leftover/service.key").write_bytes(key)
+        (self.tree / "etc/leftover.conf").write_text(f"password = {self.value}\n")
+
+
+def test_a_build_whose_audit_fails_publishes_nothing(
+    golden: build_lib.BuildResult, tmp_path: Path
+) -> None:
+    from tests.image_fixtures import BUILD_DIR
+
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    for shared in ("cache", "standins"):  # the golden build's converge and stand-ins
+        (build_dir / shared).symlink_to(BUILD_DIR / shared)
+    value = yaml.safe_load(
+        demo_vault().decrypt((EXAMPLE / "group_vars/all/vault.yml").read_bytes())
+    )["vault_xnat_db_password"]
+    plant = _Plant(build_dir / "work" / "nuc" / "root", value)
+    with pytest.raises(build_lib.AuditFailed) as caught:
+        build_lib.build(
+            InventorySource(EXAMPLE), "nuc", build_dir=build_dir, standins=True,
+            version="planted", reporter=plant,
+        )  # fmt: skip
+    found = {(f.path, f.rule) for f in caught.value.findings}
+    assert found == {
+        ("/opt/leftover/service.key", "private-key"),
+        ("/etc/leftover.conf", "vault-value"),
+    }, found
+    assert value not in str(caught.value)  # the finding names the value by number only
+    assert "nothing was published" in str(caught.value)
+    assert not (build_dir / "images").exists()
+    assert not (build_dir / "work" / "nuc" / "out").exists()

@@ -111,8 +111,9 @@ def build(
 ) -> None:
     """Build, audit and publish the golden relay image of PROFILE for INVENTORY's study.
 
-    Stages: check, base (mmdebstrap, cached), provision (playbooks/image.yml on the base root as
-    a systemd container, cached by its inputs), unpack, seal, assemble, package, audit, publish.
+    Stages: check, base (mmdebstrap, cached), artifacts, provision (playbooks/image.yml on the
+    base root as a systemd container, cached by its inputs), unpack, seal, assemble, package,
+    audit, publish.
     Progress goes to stderr; a build whose audit finds anything publishes nothing.
     """
     source = make_source(inventory, vault_password_file)

@@ -1,6 +1,6 @@
 """``xnat-fleet image build``: the golden relay image of one hardware profile, stage by stage.
 
-check → base → provision → unpack → seal → assemble → package → audit → publish
+check → base → artifacts → provision → unpack → seal → assemble → package → audit → publish
 (docs/images.md). Everything happens under the build directory (``build/`` by default,
 git-ignored): ``build/cache`` keeps the provisioned root tarball of the last converge per
 profile, ``build/work/<profile>`` the tree and the unpublished image, and the published image
@@ -35,7 +35,10 @@ from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
 from xnat_fleet.paths import project_root
 from xnat_fleet.runner import Progress, inventory_secrets
 
-STAGES = ("check", "base", "provision", "unpack", "seal", "assemble", "package", "audit", "publish")
+STAGES = (
+    "check", "base", "artifacts", "provision", "unpack", "seal", "assemble", "package", "audit",
+    "publish",
+)  # fmt: skip
 STANDIN_NOTE = "stand-ins (tests/fixtures: NOT XNAT; for demos and tests only)"
 
 
@@ -193,19 +196,24 @@ def build(
         notes["base"] = f"{'reused' if reused else 'built'} {tarball.name}"
 
     host_vars: dict[str, Any] = {}
-    if standins:
-        directory = build_dir / "standins"
-        manifest = lab_lib.stage_standins(fleet, directory, apt_proxy=proxy)
-        store = directory / "store"
-        host_vars = lab_lib.standin_inputs(plugins, store, manifest)
-        digests = {k: str(v["sha256"]) for k, v in manifest.items() if k == "web" or k in plugins}
-        digests |= {k: str(manifest[k]["sha256"]) for k in ("tomcat", "jre")}
-    else:
-        store = artifacts_lib.store_dir(source)
-        relay_names = {x.name for x in fleet.relays}
-        pins = [p for p in artifacts_lib.pins(fleet) if relay_names & set(p.hosts)]
-        artifacts_lib.require(store, pins)  # before the container starts
-        digests = {p.key: p.sha256 for p in pins}
+    with stage("artifacts"):
+        if standins:
+            directory = build_dir / "standins"
+            manifest = lab_lib.stage_standins(fleet, directory, apt_proxy=proxy)
+            store = directory / "store"
+            host_vars = lab_lib.standin_inputs(plugins, store, manifest)
+            digests = {
+                k: str(v["sha256"]) for k, v in manifest.items() if k == "web" or k in plugins
+            }
+            digests |= {k: str(manifest[k]["sha256"]) for k in ("tomcat", "jre")}
+            notes["artifacts"] = f"stand-ins in {store} (NOT XNAT)"
+        else:
+            store = artifacts_lib.store_dir(source)
+            relay_names = {x.name for x in fleet.relays}
+            pins = [p for p in artifacts_lib.pins(fleet) if relay_names & set(p.hosts)]
+            artifacts_lib.require(store, pins)  # before the container starts
+            digests = {p.key: p.sha256 for p in pins}
+            notes["artifacts"] = f"{len(pins)} pinned artifacts verified in {store}"
 
     work = build_dir / "work" / profile
     work.mkdir(parents=True, exist_ok=True)
