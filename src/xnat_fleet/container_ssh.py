@@ -35,11 +35,19 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SUDOERS_FILE = "/etc/sudoers.d/00-xnat-fleet-enrolled"
 
 
+def containers_conf() -> str:
+    """The podman settings this project's containers need (runc, lowered ulimits: see
+    molecule/shared/containers.conf), unless $CONTAINERS_CONF names others."""
+    return os.environ.get(
+        "CONTAINERS_CONF", str(project_root() / "molecule/shared/containers.conf")
+    )
+
+
 def podman(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     if shutil.which("podman") is None:
         raise FleetError("podman is not installed (run `make bootstrap`)")
     env = dict(os.environ)
-    env.setdefault("CONTAINERS_CONF", str(project_root() / "molecule/shared/containers.conf"))
+    env.setdefault("CONTAINERS_CONF", containers_conf())
     return subprocess.run(  # noqa: S603
         ["podman", *args],  # noqa: S607
         input=stdin, capture_output=True, text=True, env=env, check=False,

@@ -269,6 +269,9 @@ def provision(
         own = {"fleet_hardware": recipe.profile, **host_vars}
         build_inventory = write_inventory(work / "inventory", study.directory, name, own)
         source = InventorySource(path=build_inventory, vault_password_file=study.vault_password())
+        # Mitogen's podman transport runs `podman exec` from Ansible's process: the same podman
+        # settings as every other podman call here (ansible-runner passes the environment on).
+        os.environ.setdefault("CONTAINERS_CONF", container_ssh.containers_conf())
         result = run_playbook(
             "image.yml",
             source,
