@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -270,3 +272,168 @@ def show(target: Path, as_json: bool) -> None:
     for name, digest in sorted(m.get("files", {}).items()):
         out.print(f"  {digest}  {escape(name)}")
     out.print(f"  (check the files with: cd {escape(str(path.parent))} && sha256sum -c SHA256SUMS)")
+
+
+def _byte_progress(console: Console) -> Any:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description:<8}[/bold]"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _image_and_map(image: Path, bmap_file: Path | None) -> tuple[Path, Any]:
+    from xnat_fleet.image import bmap as bmap_lib
+    from xnat_fleet.image import write as write_lib
+
+    raw = write_lib.find_image(image)
+    source = bmap_file or write_lib.find_bmap(raw)
+    try:
+        return raw, bmap_lib.read(source)
+    except (bmap_lib.BmapError, OSError) as exc:
+        raise FleetError(f"{source}: {exc}") from None
+
+
+_bmap_option = click.option(
+    "--bmap",
+    "bmap_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Block map (default: the .bmap next to the image; bmaptool's own maps work too).",
+)
+_device_option = click.option(
+    "--device",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Target: a block device (/dev/disk/by-id/...) or a file standing in for a disk.",
+)
+
+
+@image.command()
+@click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, path_type=Path))
+@_device_option
+@_bmap_option
+@click.option("--force", is_flag=True, help="Overwrite a target that holds data.")
+@json_option
+def write(
+    image_path: Path, device: Path, bmap_file: Path | None, force: bool, as_json: bool
+) -> None:
+    """Write IMAGE (a raw image or a published image directory) to a disk by its block map,
+    then read every mapped range back and compare it with the map.
+
+    Refuses a target in use, one smaller than the image, and one holding a partition table or
+    a file system unless --force; wipes old signatures (a backup GPT at the end included).
+    """
+    from xnat_fleet.image import write as write_lib
+
+    raw, block_map = _image_and_map(image_path, bmap_file)
+    err = Console(stderr=True, highlight=False)
+    with _byte_progress(err) as bar:
+        w = bar.add_task("write", total=block_map.mapped_bytes)
+        v = bar.add_task("verify", total=block_map.mapped_bytes, start=False)
+
+        def on_verify(n: int) -> None:
+            if not bar.tasks[v].started:
+                bar.start_task(v)
+            bar.update(v, advance=n)
+
+        result = write_lib.write(
+            raw, block_map, device, force=force,
+            on_write=lambda n: bar.update(w, advance=n), on_verify=on_verify,
+        )  # fmt: skip
+    _report(result.bad_ranges, block_map, device, as_json, written=result)
+
+
+@image.command()
+@click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, path_type=Path))
+@_device_option
+@_bmap_option
+@json_option
+def verify(image_path: Path, device: Path, bmap_file: Path | None, as_json: bool) -> None:
+    """Read every mapped range of IMAGE's block map back from DEVICE and compare it."""
+    from xnat_fleet.image import write as write_lib
+
+    _raw, block_map = _image_and_map(image_path, bmap_file)
+    if not device.exists():
+        raise FleetError(f"{device}: no such device or file")
+    err = Console(stderr=True, highlight=False)
+    started = time.monotonic()
+    with _byte_progress(err) as bar:
+        v = bar.add_task("verify", total=block_map.mapped_bytes)
+        bad = write_lib.verify(block_map, device, lambda n: bar.update(v, advance=n))
+    _report(bad, block_map, device, as_json, verify_seconds=time.monotonic() - started)
+
+
+def _report(
+    bad: list[Any],
+    block_map: Any,
+    device: Path,
+    as_json: bool,
+    written: Any = None,
+    verify_seconds: float | None = None,
+) -> None:
+    seconds = written.verify_seconds if written is not None else (verify_seconds or 0.0)
+    doc: dict[str, Any] = {
+        "device": str(device),
+        "image_bytes": block_map.image_size,
+        "mapped_bytes": block_map.mapped_bytes,
+        "verify_seconds": round(seconds, 2),
+        "bad_ranges": [
+            {
+                "first_block": r.first,
+                "last_block": r.last,
+                "bytes": list(r.byte_span(block_map.block_size, block_map.image_size)),
+            }
+            for r in bad
+        ],
+        "verified": not bad,
+    }
+    if written is not None:
+        doc |= {
+            "bytes_written": written.bytes_written,
+            "write_seconds": round(written.write_seconds, 2),
+            "bytes_per_second": round(written.throughput),
+            "wiped_signatures": written.wiped,
+        }
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        out = Console(highlight=False, soft_wrap=True)
+        mib = 1 << 20
+        if written is not None:
+            total = written.write_seconds + written.verify_seconds
+            out.print(
+                f"wrote {written.bytes_written / mib:.0f} MiB of a {block_map.image_size / mib:.0f}"
+                f" MiB image to {escape(str(device))} in {written.write_seconds:.1f} s, read back"
+                f" in {written.verify_seconds:.1f} s ({written.bytes_written / mib / total:.0f}"
+                " MiB/s overall)"
+                if total
+                else f"wrote {written.bytes_written} bytes to {escape(str(device))}"
+            )
+            if written.wiped:
+                out.print(f"wiped: {escape(', '.join(written.wiped))}")
+        for r in bad:
+            start, length = r.byte_span(block_map.block_size, block_map.image_size)
+            out.print(
+                f"[red]✗[/red] blocks {r.first}-{r.last} (bytes {start}-{start + length - 1}) "
+                "differ from the bmap"
+            )
+        verdict = "[green]verified[/green]" if not bad else f"[red]{len(bad)} range(s) differ[/red]"
+        out.print(
+            f"{escape(str(device))}: {verdict}: {len(block_map.ranges)} mapped ranges, "
+            f"{block_map.mapped_bytes / mib:.0f} MiB read back in {seconds:.1f} s"
+        )
+    if bad:
+        raise click.exceptions.Exit(int(ExitCode.ERROR))
