@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from xnat_fleet.cli import artifacts, check, image, lab, provision, xnat
+from xnat_fleet.cli import artifacts, check, fleet, image, lab, provision, xnat
 from xnat_fleet.errors import ExitCode, FleetError
 
 DEBUG_LOG = Path(tempfile.gettempdir()) / "xnat-fleet-debug.log"
@@ -38,6 +38,7 @@ cli.add_command(check.check)
 cli.add_command(provision.provision)
 cli.add_command(lab.lab)
 cli.add_command(image.image)
+cli.add_command(fleet.fleet)
 cli.add_command(xnat.xnat)
 cli.add_command(xnat.xsync)
 

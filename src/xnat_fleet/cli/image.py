@@ -437,3 +437,48 @@ def _report(
         )
     if bad:
         raise click.exceptions.Exit(int(ExitCode.ERROR))
+
+
+@image.command()
+@inventory_options
+@json_option
+def registry(inventory: Path, vault_password_file: Path | None, as_json: bool) -> None:
+    """List the registry of written relay disks next to INVENTORY (relay-registry.yml)."""
+    from xnat_fleet.image import registry as registry_lib
+
+    source = make_source(inventory, vault_password_file)
+    path = registry_lib.path_for(source.directory)
+    reg = registry_lib.load(path)
+    current = {id(r) for r in reg.current().values()}
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(path),
+                    "disks": [
+                        {
+                            **r.model_dump(mode="json", exclude_none=True),
+                            "current": id(r) in current,
+                            "fingerprints": [k.fingerprint for k in r.ssh_host_keys],
+                        }
+                        for r in reg.disks
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    if not reg.disks:
+        out.print(f"{escape(str(path))}: no disk written yet")
+        return
+    for r in reg.disks:
+        mark = "[green]current[/green]" if id(r) in current else "replaced"
+        device = " ".join(x for x in (r.device.model, r.device.serial) if x) or r.device.path
+        out.print(
+            f"{escape(r.relay)} ({escape(r.site or '-')}): {escape(r.image_id)} "
+            f"{escape(r.image_version)}, XNAT {escape(r.xnat_version)}, on {escape(device)}, "
+            f"{escape(r.written_at)} by {escape(r.operator)} [{mark}]"
+        )
+        for k in r.ssh_host_keys:
+            out.print(f"    {k.type} {k.fingerprint}")
