@@ -175,3 +175,19 @@ def test_a_block_device_is_written_and_a_mounted_one_refused(tmp_path: Path) -> 
                 write_lib.write(image, made, dev, force=True)
         finally:
             subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_the_shipped_zst_is_written_as_a_stream(tmp_path: Path) -> None:
+    image, made = _image(tmp_path / "relay.raw")
+    subprocess.run(["zstd", "-q", "-o", str(tmp_path / "relay.raw.zst"), str(image)], check=True)
+    image.unlink()  # only the .zst and the bmap are shipped
+    zst = tmp_path / "relay.raw.zst"
+    assert write_lib.find_bmap(zst) == tmp_path / "relay.bmap"
+    target = tmp_path / "disk.img"
+    result = write_lib.write(zst, made, target)
+    assert result.bad_ranges == [] and result.bytes_written == made.mapped_bytes
+    # A truncated stream ends inside a range: refused, named.
+    cut = tmp_path / "cut.raw.zst"
+    cut.write_bytes(zst.read_bytes()[: zst.stat().st_size // 2])
+    with pytest.raises(write_lib.WriteError, match=r"ends at byte \d+"):
+        write_lib.write(cut, made, tmp_path / "disk2.img")

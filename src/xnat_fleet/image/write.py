@@ -6,8 +6,9 @@ to a loop device), one smaller than the image, and one that carries any signatur
 table or a file system, found by ``wipefs``) unless ``force`` is given; it then wipes every
 signature (``wipefs --all``, which also finds a backup GPT at the end of a reused disk) and
 zeroes the target's first and last MiB, so no stale partition table is left where firmware or
-the kernel looks for one. Only the bmap's mapped ranges are written, in writes of up to
-``CHUNK`` bytes aligned to the map's block size; each range read from the image is checked
+the kernel looks for one. The image is a raw file or its ``.zst`` (decompressed as a
+stream). Only the bmap's mapped ranges are written, in writes of up to ``CHUNK`` bytes
+aligned to the map's block size; each range read from the image is checked
 against the map's checksum while it is written (a corrupt image stops the write). The target is
 then synced and its cached pages dropped, and ``verify`` reads every mapped range back from the
 target and compares it with the map.
@@ -193,10 +194,48 @@ def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     return False
 
 
+def _read_zst(
+    image: Path, block_map: bmap_lib.Bmap, out: queue.Queue[Any], stop: threading.Event
+) -> None:
+    """Reader stage for a ``.zst`` image: decompressed as a stream (``zstd -dc``); the holes
+    between mapped ranges are read and dropped (zeros decompress fast), the ranges passed on."""
+    tool = files.require("zstd", WriteError)
+    proc = subprocess.Popen(  # noqa: S603 (argv, no shell)
+        [tool, "-dcq", str(image)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    pos = 0
+    try:
+        for i, r in enumerate(block_map.ranges):
+            start, length = r.byte_span(block_map.block_size, block_map.image_size)
+            while pos < start:  # a hole
+                skipped = proc.stdout.read(min(CHUNK, start - pos))
+                if not skipped:
+                    raise WriteError(f"{image}: ends at byte {pos}, before the bmap's ranges do")
+                pos += len(skipped)
+            while pos < start + length and not stop.is_set():
+                n = min(CHUNK, start + length - pos)
+                chunk = proc.stdout.read(n)
+                if len(chunk) != n:
+                    raise WriteError(f"{image}: ends at byte {pos + len(chunk)}, inside a range")
+                if not _put(out, (i, pos, chunk), stop):
+                    return
+                pos += n
+        _put(out, _END, stop)
+    except BaseException as exc:
+        _put(out, exc, stop)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _read_chunks(
     image: Path, block_map: bmap_lib.Bmap, out: queue.Queue[Any], stop: threading.Event
 ) -> None:
     """Reader stage: every mapped range of IMAGE in chunks, as (range index, offset, bytes)."""
+    if image.name.endswith(".zst"):
+        _read_zst(image, block_map, out, stop)
+        return
     try:
         fd = os.open(image, os.O_RDONLY)
         try:
@@ -264,7 +303,7 @@ def write_ranges(
     """Copy the mapped ranges of IMAGE to TARGET; bytes written. Reading, checking the image
     against the map and writing run as a pipeline of three threads (file I/O and hashlib
     release the GIL), so the write costs about as long as its slowest stage."""
-    if image.stat().st_size != block_map.image_size:
+    if not image.name.endswith(".zst") and image.stat().st_size != block_map.image_size:
         raise WriteError(
             f"{image}: {image.stat().st_size} bytes, its bmap says {block_map.image_size}"
         )
@@ -359,10 +398,12 @@ def write(
 
 
 def find_bmap(image: Path) -> Path:
-    """The bmap next to IMAGE: ``<name>.bmap`` (ours) or ``<name>.raw.bmap`` (bmaptool's habit)."""
+    """The bmap next to IMAGE (a raw image or its ``.raw.zst``): ``<name>.bmap`` (ours) or
+    ``<name>.raw.bmap`` (bmaptool's habit)."""
+    raw_name = image.name.removesuffix(".zst")
     for candidate in (
-        image.with_name(image.name.removesuffix(".raw") + ".bmap"),
-        image.with_name(image.name + ".bmap"),
+        image.with_name(raw_name.removesuffix(".raw") + ".bmap"),
+        image.with_name(raw_name + ".bmap"),
     ):
         if candidate.is_file():
             return candidate
@@ -376,9 +417,6 @@ def find_image(path: Path) -> Path:
         if len(raws) != 1:
             raise WriteError(f"{path}: expected one *.raw in it, found {len(raws)}")
         return raws[0]
-    if path.suffix in (".zst", ".qcow2"):
-        raise WriteError(
-            f"{path}: write the raw image (decompress with `zstd -d --sparse`, or use the "
-            "published directory)"
-        )
+    if path.suffix == ".qcow2":
+        raise WriteError(f"{path}: write the raw image or its .raw.zst, not the qcow2")
     return path
