@@ -16,8 +16,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -25,6 +23,7 @@ from pydantic import (
 )
 
 from xnat_fleet.errors import FleetError
+from xnat_fleet.model.fleet import Strict
 from xnat_fleet.model.loader import _yaml_error
 from xnat_fleet.paths import project_root
 
@@ -46,11 +45,7 @@ def parse_size(value: str | int) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Partition(_Strict):
+class Partition(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     type: Literal["esp", "linux-root-x86-64", "linux"]
     size: str  # a size, or "rest": to the end of the image
@@ -69,7 +64,7 @@ class Partition(_Strict):
         return rest if self.size == "rest" else parse_size(self.size)
 
 
-class Disk(_Strict):
+class Disk(Strict):
     size: str
     partitions: list[Partition] = Field(min_length=2)
 
@@ -97,27 +92,27 @@ class Disk(_Strict):
         return parse_size(self.size)
 
 
-class Packages(_Strict):
+class Packages(Strict):
     kernel: list[str] = Field(min_length=1)
-    firmware: list[str] = []
+    firmware: list[str] = Field(default_factory=list)
     base: list[str] = Field(min_length=1)
 
     def all(self) -> list[str]:
         return sorted({*self.kernel, *self.firmware, *self.base})
 
 
-class Boot(_Strict):
+class Boot(Strict):
     loader: Literal["systemd-boot"]
     consoles: list[str] = Field(min_length=1)
-    kernel_cmdline: list[str] = []
-    blacklist_modules: list[str] = []
+    kernel_cmdline: list[str] = Field(default_factory=list)
+    blacklist_modules: list[str] = Field(default_factory=list)
 
     def cmdline(self, root_uuid: str) -> str:
         consoles = [f"console={c}" for c in self.consoles]
         return " ".join([f"root=UUID={root_uuid}", *self.kernel_cmdline, *consoles])
 
 
-class SealStep(_Strict):
+class SealStep(Strict):
     path: str = Field(pattern=r"^/")
     # preset: a systemd preset file that keeps the units enabled now and enables nothing else
     # (seal.preset_lines): systemd's first boot runs `preset-all`, which would otherwise enable
@@ -142,18 +137,18 @@ class SealStep(_Strict):
         return self
 
 
-class IdentityItem(_Strict):
+class IdentityItem(Strict):
     item: str
     paths: list[str]
     source: str
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     profile: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     description: str
     suite: str
     architecture: Literal["amd64"]
-    components: list[str] = ["main"]
+    components: list[str] = Field(default_factory=lambda: ["main"])
     mirror: str = "http://deb.debian.org/debian"
     security_mirror: str = "http://deb.debian.org/debian-security"
     disk: Disk

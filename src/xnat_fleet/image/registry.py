@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from xnat_fleet.errors import FleetError
+from xnat_fleet.model.fleet import Strict
 
 FILE_NAME = "relay-registry.yml"
 FORMAT = 1
@@ -37,11 +38,7 @@ class RegistryError(FleetError):
     """The registry cannot be read, or a record is not valid."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HostKey(_Strict):
+class HostKey(Strict):
     type: str
     key: str  # base64, as in a known_hosts line
 
@@ -76,13 +73,13 @@ class HostKey(_Strict):
         return cls(type=parts[0], key=parts[1])
 
 
-class Device(_Strict):
+class Device(Strict):
     path: str
     model: str | None = None
     serial: str | None = None
 
 
-class Record(_Strict):
+class Record(Strict):
     relay: str = Field(min_length=1)
     site: str | None = None
     image_id: str
@@ -102,9 +99,9 @@ class Record(_Strict):
         return value
 
 
-class Registry(_Strict):
+class Registry(Strict):
     format: int = FORMAT
-    disks: list[Record] = []
+    disks: list[Record] = Field(default_factory=list)
 
     def current(self) -> dict[str, Record]:
         """relay -> its newest record (the disk it runs now)."""
