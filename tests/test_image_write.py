@@ -191,3 +191,14 @@ def test_the_shipped_zst_is_written_as_a_stream(tmp_path: Path) -> None:
     cut.write_bytes(zst.read_bytes()[: zst.stat().st_size // 2])
     with pytest.raises(write_lib.WriteError, match=r"ends at byte \d+"):
         write_lib.write(cut, made, tmp_path / "disk2.img")
+
+
+def test_verify_of_a_target_that_ends_early_reports_the_missing_ranges(tmp_path: Path) -> None:
+    image, made = _image(tmp_path / "relay.raw")
+    target = tmp_path / "disk.img"
+    write_lib.write(image, made, target)
+    with target.open("r+b") as f:
+        f.truncate(30 * MiB)  # the last data region (at 40 MiB) is gone
+    bad = write_lib.verify(made, target)
+    assert bad and all(r.first * made.block_size >= 30 * MiB for r in bad)
+    assert bad[-1] == made.ranges[-1]

@@ -349,30 +349,40 @@ def write_ranges(
 def verify(
     block_map: bmap_lib.Bmap, target: Path, progress: Progress = lambda _n: None
 ) -> list[bmap_lib.BlockRange]:
-    """The mapped ranges whose bytes on TARGET differ from the map (read from the medium)."""
+    """The mapped ranges whose bytes on TARGET differ from the map, read from the medium (its
+    cached pages dropped first) by a reader thread while this one hashes."""
     fd = os.open(target, os.O_RDONLY)
     try:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        bad = []
-        for r in block_map.ranges:
-            start, length = r.byte_span(block_map.block_size, block_map.image_size)
-            digest = hashlib.sha256()
-            pos = start
-            ok = True
-            while pos < start + length:
-                chunk = os.pread(fd, min(CHUNK, start + length - pos), pos)
-                if not chunk:
-                    ok = False
-                    break
-                digest.update(chunk)
-                pos += len(chunk)
-                progress(len(chunk))
-            if not ok or digest.hexdigest() != r.sha256:
-                bad.append(r)
     finally:
         os.close(fd)
-    return bad
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=_DEPTH)
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_chunks, args=(target, block_map, inbox, stop), daemon=True
+    )
+    reader.start()
+    seen: dict[int, str] = {}  # range index -> sha256 of what the target holds (whole ranges)
+    current, digest, got = -1, hashlib.sha256(), 0
+    try:
+        while True:
+            item = inbox.get()
+            if item is _END or isinstance(item, BaseException):
+                break  # a short read (a target that ends early): the rest counts as differing
+            index, _pos, chunk = item
+            if index != current:
+                current, digest, got = index, hashlib.sha256(), 0
+            digest.update(chunk)
+            got += len(chunk)
+            r = block_map.ranges[index]
+            if got == r.byte_span(block_map.block_size, block_map.image_size)[1]:
+                seen[index] = digest.hexdigest()
+            progress(len(chunk))
+    finally:
+        stop.set()
+        reader.join(timeout=5)
+    return [r for i, r in enumerate(block_map.ranges) if seen.get(i) != r.sha256]
 
 
 def write(
