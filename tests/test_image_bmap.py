@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from xnat_fleet.image import bmap
+from xnat_fleet.image import write as write_lib
 
 MiB = 1 << 20
 
@@ -72,7 +73,7 @@ def test_bmaptool_copies_with_our_map(tmp_path: Path) -> None:
         for offset, data in pieces.items():
             f.seek(offset)
             assert f.read(len(data)) == data
-    assert bmap.verify(bmap.read(tmp_path / "disk.bmap"), target) == []
+    assert write_lib.verify(bmap.read(tmp_path / "disk.bmap"), target) == []
 
 
 def test_we_read_bmaptools_map_and_catch_a_flipped_byte(tmp_path: Path) -> None:
@@ -86,11 +87,11 @@ def test_we_read_bmaptools_map_and_catch_a_flipped_byte(tmp_path: Path) -> None:
     ]
     copy = tmp_path / "copy.raw"
     shutil.copyfile(image, copy)
-    assert bmap.verify(parsed, copy) == []
+    assert write_lib.verify(parsed, copy) == []
     with copy.open("r+b") as f:
         f.seek(5 * MiB + 4242)
         byte = f.read(1)
         f.seek(5 * MiB + 4242)
         f.write(bytes([byte[0] ^ 1]))
-    bad = bmap.verify(parsed, copy)
+    bad = write_lib.verify(parsed, copy)
     assert [(r.first, r.last) for r in bad] == [(parsed.ranges[1].first, parsed.ranges[1].last)]

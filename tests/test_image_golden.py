@@ -20,6 +20,7 @@ from tests.conftest import EXAMPLE, demo_vault
 from xnat_fleet import container_ssh
 from xnat_fleet.image import audit, bmap, provision, seal
 from xnat_fleet.image import build as build_lib
+from xnat_fleet.image import write as write_lib
 from xnat_fleet.model.loader import InventorySource, load_inventory
 from xnat_fleet.runner import inventory_secrets
 
@@ -49,7 +50,8 @@ def test_manifest_checksums_and_stamps(golden: build_lib.BuildResult) -> None:
     assert sums.returncode == 0, sums.stdout + sums.stderr
     block_map = bmap.read(golden.directory / f"{golden.image_id}-test.bmap")
     assert (
-        block_map.mapped_bytes == m["mapped_bytes"] and bmap.verify(block_map, _raw(golden)) == []
+        block_map.mapped_bytes == m["mapped_bytes"]
+        and write_lib.verify(block_map, _raw(golden)) == []
     )
     latest = golden.directory.parent / f"{golden.image_id}-latest"
     assert latest.resolve() == golden.directory.resolve()
@@ -221,14 +223,14 @@ def test_bmaptool_writes_the_shipped_zst_with_our_bmap(
     assert copy.returncode == 0, copy.stderr
     block_map = bmap.read(Path(f"{stem}.bmap"))
     assert target.stat().st_size == block_map.image_size
-    assert bmap.verify(block_map, target) == []
+    assert write_lib.verify(block_map, target) == []
     first = block_map.ranges[len(block_map.ranges) // 2]
     with target.open("r+b") as f:
         f.seek(first.first * block_map.block_size)
         byte = f.read(1)
         f.seek(first.first * block_map.block_size)
         f.write(bytes([byte[0] ^ 0xFF]))
-    assert bmap.verify(block_map, target) == [first]
+    assert write_lib.verify(block_map, target) == [first]
 
 
 class _Plant(build_lib.Reporter):

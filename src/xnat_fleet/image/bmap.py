@@ -188,17 +188,3 @@ def parse(text: str, source: str = "bmap") -> Bmap:
 
 def read(path: Path) -> Bmap:
     return parse(path.read_text(), str(path))
-
-
-def verify(bmap: Bmap, target: Path) -> list[BlockRange]:
-    """The ranges whose bytes in ``target`` (an image, a file or a device) differ from the map."""
-    bad: list[BlockRange] = []
-    with target.open("rb") as f:
-        for r in bmap.ranges:
-            start, length = r.byte_span(bmap.block_size, bmap.image_size)
-            try:
-                if _sha256_span(f, start, length) != r.sha256:
-                    bad.append(r)
-            except BmapError:
-                bad.append(r)
-    return bad
