@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import EXAMPLE, demo_vault
 from xnat_fleet import container_ssh
-from xnat_fleet.image import audit, bmap, provision, seal
+from xnat_fleet.image import audit, bmap, seal
 from xnat_fleet.image import build as build_lib
 from xnat_fleet.image import write as write_lib
 from xnat_fleet.model.loader import InventorySource, load_inventory
@@ -158,7 +158,7 @@ def golden_container(golden: build_lib.BuildResult) -> Iterator[dict[str, str]]:
             "--rootfs", f"{_tree(golden)}:O", "/sbin/init",
         )  # fmt: skip
         assert run.returncode == 0, run.stderr
-        provision.wait_booted(tag)
+        container_ssh.wait_booted(tag)
         yield {
             "name": tag, "relay_admin": relay_admin, "relay_site": relay_site,
             "scanner": scanner, "site_network": names["site"],

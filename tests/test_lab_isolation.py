@@ -245,7 +245,7 @@ def fake_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     monkeypatch.setattr(lab, "_apt_cache_port", lambda: 3142)
     monkeypatch.setattr(container_ssh, "enroll", enroll)
     monkeypatch.setattr(lab, "stage_standins", lambda *a, **k: {})
-    monkeypatch.setattr(lab, "_standin_inputs", lambda *a: {})
+    monkeypatch.setattr(lab, "standin_inputs", lambda *a: {})
     monkeypatch.setattr(lab, "start_xnat_standins", start)
     yield {"podman": podman, "enrolled": enrolled, "started": started, "root": tmp_path}
 

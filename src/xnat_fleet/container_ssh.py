@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from xnat_fleet.errors import FleetError
@@ -52,6 +53,37 @@ def podman(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
         ["podman", *args],  # noqa: S607
         input=stdin, capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
+
+
+def podman_checked(
+    *args: str, stdin: str | None = None, error: type[FleetError] = FleetError
+) -> subprocess.CompletedProcess[str]:
+    """``podman`` that raises ERROR (naming the subcommand and podman's message) on failure."""
+    proc = podman(*args, stdin=stdin)
+    if proc.returncode != 0:
+        raise error(f"podman {args[0]} {args[1] if len(args) > 1 else ''}: {proc.stderr.strip()}")
+    return proc
+
+
+def wait_booted(
+    container: str, timeout: float = 120.0, error: type[FleetError] = FleetError
+) -> str:
+    """Wait until CONTAINER's systemd has booted (running or degraded); its state.
+
+    ``systemctl is-system-running --wait`` fails at once ("Failed to connect to bus") while PID 1
+    has not yet opened its bus, so it is asked again until it answers with a state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = podman("exec", container, "systemctl", "is-system-running", "--wait")
+        state = proc.stdout.strip()
+        if state in ("running", "degraded"):
+            return state
+        if time.monotonic() > deadline:
+            raise error(
+                f"container {container} did not finish booting in {timeout:.0f} s "
+                f"({state or proc.stderr.strip()})"
+            )
+        time.sleep(0.5)
 
 
 def known_hosts_line(address: str, port: int, host_key: str) -> str:

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xnat_fleet import container_ssh
 from xnat_fleet.errors import FleetError
-from xnat_fleet.model.fleet import Fleet, Host
+from xnat_fleet.model.fleet import Fleet
 from xnat_fleet.model.loader import InventorySource, LoadedInventory
 from xnat_fleet.paths import project_root
 
@@ -340,12 +340,9 @@ def port_owners(labs: Iterable[LabState]) -> dict[int, str]:
 def _podman(
     *args: str, check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    proc = container_ssh.podman(*args, stdin=stdin)
-    if check and proc.returncode != 0:
-        raise FleetError(
-            f"podman {args[0]} {args[1] if len(args) > 1 else ''}: {proc.stderr.strip()}"
-        )
-    return proc
+    if check:
+        return container_ssh.podman_checked(*args, stdin=stdin)
+    return container_ssh.podman(*args, stdin=stdin)
 
 
 def _networks() -> list[dict[str, Any]]:
@@ -462,10 +459,6 @@ def stage_standins(fleet: Fleet, directory: Path, apt_proxy: str | None = None) 
         }
     manifest_file.write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def _standin_inputs(host: Host, store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    return standin_inputs(host.config.fleet_plugins, store, manifest)
 
 
 def standin_inputs(plugins: Sequence[str], store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -610,7 +603,7 @@ def overlay(
     hosts: dict[str, Any] = {}
     for host in fleet.hosts:
         standins = (
-            _standin_inputs(host, store, manifest)
+            standin_inputs(host.config.fleet_plugins, store, manifest)
             if store is not None and manifest is not None
             else {}
         )

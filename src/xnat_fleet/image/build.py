@@ -228,8 +228,7 @@ def build(
             cache=build_dir / "cache", work=work, artifacts=digests, host_vars=host_vars,
             artifact_store=store, apt_port=port, secrets=secrets, on_progress=progress,
         )  # fmt: skip
-        inputs = provision.inputs(r, base_key, source.directory, digests)
-        inputs[f"relay_images/{r.profile}.yml"] = r.digest()
+        inputs = {**prov.inputs, f"relay_images/{r.profile}.yml": r.digest()}
         notes["provision"] = (
             f"reused {prov.tarball.name}" if prov.reused else f"converged ({prov.tarball.name})"
         )

@@ -10,7 +10,7 @@ study's group_vars of ``all`` and ``relays`` and none of any relay's host_vars. 
 then stopped (systemd shuts down cleanly) and exported as a tarball of its root.
 
 The exported tarball is cached under the build directory by :func:`key`: the sha256 of every
-input of the converge (the base key, the recipe, the roles, playbooks, plugins and
+input of the converge (the base key, the profile, the roles, playbooks, plugins and
 ansible.cfg, the study's group_vars of ``all`` and ``relays``, and the artifacts' checksums), so
 a rebuild with nothing changed skips the converge and a change to any of them converges again
 from the base. docs/images.md ("Provisioning") explains what each role leaves for the relay.
@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import yaml
 
 from xnat_fleet import container_ssh
 from xnat_fleet.errors import FleetError
+from xnat_fleet.image.package import sha256_file
 from xnat_fleet.image.recipe import Recipe
 from xnat_fleet.model.loader import InventorySource
 from xnat_fleet.paths import project_root
@@ -61,6 +61,7 @@ class Provisioned:
     tarball: Path
     reused: bool
     key: str
+    inputs: dict[str, str]  # what the key is the hash of (inputs())
     result: RunResult | None = None  # the converge (None when the tarball was reused)
 
 
@@ -71,10 +72,6 @@ def _files(path: Path) -> Iterable[Path]:
         for p in sorted(path.rglob("*")):
             if p.is_file() and "__pycache__" not in p.parts:
                 yield p
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def group_vars_sources(study: Path) -> list[Path]:
@@ -110,10 +107,10 @@ def inputs(
     }
     for name in PROJECT_INPUTS:
         for f in _files(root / name):
-            found[str(f.relative_to(root))] = _sha256(f)
+            found[str(f.relative_to(root))] = sha256_file(f)
     for entry in group_vars_sources(study):
         for f in _files(entry):
-            found[f"inventory/{f.relative_to(study)}"] = _sha256(f)
+            found[f"inventory/{f.relative_to(study)}"] = sha256_file(f)
     for name, digest in artifacts.items():
         found[f"artifact/{name}"] = digest
     return dict(sorted(found.items()))
@@ -160,11 +157,8 @@ def write_inventory(
     return directory
 
 
-def _podman(*args: str, check: bool = True) -> str:
-    proc = container_ssh.podman(*args)
-    if check and proc.returncode != 0:
-        raise ProvisionError(f"podman {' '.join(args[:2])}: {proc.stderr.strip()}")
-    return proc.stdout
+def _podman(*args: str) -> str:
+    return container_ssh.podman_checked(*args, error=ProvisionError).stdout
 
 
 def import_base(tarball: Path, base_key: str) -> str:
@@ -192,26 +186,7 @@ def start(ref: str, name: str) -> None:
         # nftables loads its ruleset into the container's own network namespace
         "--cap-add", "NET_ADMIN", "--label", f"{LABEL}=1", ref, "/sbin/init",
     )  # fmt: skip
-    wait_booted(name)
-
-
-def wait_booted(name: str, timeout: float = 120.0) -> str:
-    """Wait until the container's systemd has booted (running or degraded); its state.
-
-    ``systemctl is-system-running --wait`` fails at once ("Failed to connect to bus") while PID 1
-    has not yet opened its bus, so it is asked again until it answers with a state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = container_ssh.podman("exec", name, "systemctl", "is-system-running", "--wait")
-        state = proc.stdout.strip()
-        if state in ("running", "degraded"):
-            return state
-        if time.monotonic() > deadline:
-            raise ProvisionError(
-                f"container {name} did not finish booting in {timeout:.0f} s "
-                f"({state or proc.stderr.strip()})"
-            )
-        time.sleep(0.5)
+    container_ssh.wait_booted(name, error=ProvisionError)
 
 
 def _exec(name: str, script: str) -> None:
@@ -259,7 +234,7 @@ def provision(
     cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / f"provisioned-{recipe.profile}-{k}.tar"
     if tarball.is_file():
-        return Provisioned(tarball, True, k)
+        return Provisioned(tarball, True, k, found)
     ref = import_base(base_tarball, base_key)
     name = f"xf-image-{recipe.profile}-{os.getpid()}"
     start(ref, name)
@@ -291,4 +266,4 @@ def provision(
     for old in cache.glob(f"provisioned-{recipe.profile}-*.tar"):
         if old != tarball:
             old.unlink(missing_ok=True)
-    return Provisioned(tarball, False, k, result)
+    return Provisioned(tarball, False, k, found, result)
