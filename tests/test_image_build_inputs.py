@@ -116,3 +116,28 @@ def test_installed_packages_reads_dpkg_status(tmp_path: Path) -> None:
         "Description: x\n more text: here\n"
     )
     assert build_lib.installed_packages(tmp_path) == ["b:amd64=2", "c:all=3"]
+
+
+def test_unpack_streams_the_tarball_with_progress(tmp_path: Path) -> None:
+    import tarfile
+
+    from xnat_fleet.image import base
+
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc/hostname").write_text("relay\n")
+    (src / "etc/secret").write_text("x")
+    (src / "etc/secret").chmod(0o600)
+    (src / "etc/os-release").symlink_to("../usr/lib/os-release")
+    tarball = tmp_path / "root.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(src, arcname=".")
+    tree = tmp_path / "tree"
+    (tree / "stale").mkdir(parents=True)  # a previous tree is replaced
+    seen: list[int] = []
+    base.unpack(tarball, tree, seen.append)
+    assert (tree / "etc/hostname").read_text() == "relay\n"
+    assert (tree / "etc/secret").stat().st_mode & 0o777 == 0o600
+    assert str((tree / "etc/os-release").readlink()) == "../usr/lib/os-release"
+    assert not (tree / "stale").exists()
+    assert 0 < sum(seen) <= tarball.stat().st_size

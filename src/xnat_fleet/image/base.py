@@ -103,11 +103,17 @@ def build(
     return tarball, False
 
 
-def unpack(tarball: Path, tree: Path) -> Path:
-    """The tarball as a root tree at ``tree`` (owners, modes and devices kept: run as root)."""
+def unpack(tarball: Path, tree: Path, progress: Callable[[int], None] = lambda _n: None) -> Path:
+    """The tarball as a root tree at ``tree`` (owners, modes and devices kept: run as root),
+    read as a stream; ``progress`` gets the bytes of the tarball read since its last call."""
     if tree.exists():
         shutil.rmtree(tree)
     tree.mkdir(parents=True)
-    with tarfile.open(tarball) as tar:
-        tar.extractall(tree, filter="fully_trusted", numeric_owner=True)  # noqa: S202 (our own build)
+    with tarball.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        last = 0
+        for member in tar:
+            tar.extract(member, tree, filter="fully_trusted", numeric_owner=True)
+            pos = raw.tell()
+            progress(pos - last)
+            last = pos
     return tree

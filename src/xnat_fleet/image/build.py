@@ -15,7 +15,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,21 +126,6 @@ def relay_plugins(fleet: Fleet) -> list[str]:
     return list(sets.pop()) if sets else []
 
 
-def _unpack(tarball: Path, tree: Path, reporter: Reporter) -> Path:
-    """base.unpack with byte progress (the tarball's size is known)."""
-    if tree.exists():
-        shutil.rmtree(tree)
-    tree.mkdir(parents=True)
-    with tarball.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-        last = 0
-        for member in tar:
-            tar.extract(member, tree, filter="fully_trusted", numeric_owner=True)
-            pos = raw.tell()
-            reporter.advance(pos - last)
-            last = pos
-    return tree
-
-
 def build(
     source: InventorySource,
     profile: str,
@@ -234,7 +218,7 @@ def build(
         )
 
     with stage("unpack", prov.tarball.stat().st_size):
-        tree = _unpack(prov.tarball, work / "root", rep)
+        tree = base.unpack(prov.tarball, work / "root", rep.advance)
 
     image_id = image_identity(fleet, profile)
     image_version = version or datetime.now(UTC).strftime("%Y%m%d.%H%M%S")
