@@ -16,7 +16,6 @@ root by its UUID.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import uuid
@@ -84,16 +83,7 @@ def _tool(name: str) -> str:
 
 
 def _run(*argv: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(  # noqa: S603 (argv, no shell)
-        [_tool(argv[0]), *argv[1:]],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-    if proc.returncode != 0:
-        raise AssembleError(f"{argv[0]} failed: {(proc.stderr or proc.stdout).strip()}")
-    return proc.stdout
+    return files.run(*argv, error=AssembleError, env=env).stdout
 
 
 def plan(recipe: Recipe) -> DiskPlan:

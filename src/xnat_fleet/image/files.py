@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from xnat_fleet.errors import FleetError
@@ -18,6 +19,26 @@ def require(name: str, error: type[FleetError]) -> str:
     if path is None:
         raise error(f"{name} is not installed (make bootstrap installs it)")
     return path
+
+
+def run(
+    *argv: str,
+    error: type[FleetError],
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the tool ``argv[0]`` (found by :func:`require`) with the rest of ``argv``; text out.
+    With ``check``, a non-zero exit raises ``error`` with the tool's name and its message."""
+    proc = subprocess.run(  # noqa: S603 (argv, no shell)
+        [require(argv[0], error), *argv[1:]],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env} if env else None,
+    )
+    if check and proc.returncode != 0:
+        raise error(f"{argv[0]} failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc
 
 
 def data_extents(path: Path, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:

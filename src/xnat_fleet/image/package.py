@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _run(*argv: str) -> None:
-    tool = files.require(argv[0], PackageError)
-    proc = subprocess.run(  # noqa: S603 (argv, no shell)
-        [tool, *argv[1:]], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise PackageError(f"{argv[0]} failed: {proc.stderr.strip()}")
+    files.run(*argv, error=PackageError)
 
 
 def manifest(

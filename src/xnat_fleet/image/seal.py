@@ -20,6 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
+
 from xnat_fleet.errors import FleetError
 from xnat_fleet.image.assemble import templates
 from xnat_fleet.image.recipe import SealStep
@@ -132,8 +134,6 @@ def _content(step: SealStep) -> str:
     if step.template is None:
         assert step.content is not None  # the recipe's validator guarantees one of them
         return step.content
-    import jinja2
-
     try:
         return templates().get_template(step.template).render(path=step.path)
     except jinja2.TemplateNotFound:

@@ -69,10 +69,7 @@ class WriteResult:
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    tool = files.require(argv[0], WriteError)
-    return subprocess.run(  # noqa: S603 (argv, no shell)
-        [tool, *argv[1:]], capture_output=True, text=True, check=False
-    )
+    return files.run(*argv, error=WriteError, check=False)
 
 
 def inspect(path: Path) -> Target:
