@@ -34,6 +34,7 @@ class RichReporter(build_lib.Reporter):
             DownloadColumn,
             Progress,
             SpinnerColumn,
+            TaskID,
             TextColumn,
             TimeElapsedColumn,
         )
@@ -49,22 +50,22 @@ class RichReporter(build_lib.Reporter):
             console=console,
             transient=True,
         )
-        self.task: object | None = None
+        self.task: TaskID | None = None
 
     def start(self, stage: str, total: int | None = None) -> None:
         if self.task is None:
             self.progress.start()
         else:
-            self.progress.remove_task(self.task)  # type: ignore[arg-type]
+            self.progress.remove_task(self.task)
         self.task = self.progress.add_task(stage, total=total, stage=stage, detail="")
 
     def detail(self, text: str) -> None:
         if self.task is not None:
-            self.progress.update(self.task, detail=text[:70])  # type: ignore[arg-type]
+            self.progress.update(self.task, detail=text[:70])
 
     def advance(self, amount: int) -> None:
         if self.task is not None:
-            self.progress.update(self.task, advance=amount)  # type: ignore[arg-type]
+            self.progress.update(self.task, advance=amount)
 
     def done(self, stage: str, seconds: float, note: str) -> None:
         self.progress.console.print(

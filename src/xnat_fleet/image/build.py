@@ -34,10 +34,6 @@ from xnat_fleet.model.loader import InventorySource, load_fleet_and_vars
 from xnat_fleet.paths import project_root
 from xnat_fleet.runner import Progress, inventory_secrets
 
-STAGES = (
-    "check", "base", "artifacts", "provision", "unpack", "seal", "assemble", "package", "audit",
-    "publish",
-)  # fmt: skip
 STANDIN_NOTE = "stand-ins (tests/fixtures: NOT XNAT; for demos and tests only)"
 
 
