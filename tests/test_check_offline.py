@@ -63,7 +63,7 @@ def test_check_makes_no_connection_and_changes_nothing(scratch: ScratchInventory
 
 
 def test_check_of_an_invalid_inventory_changes_nothing(scratch: ScratchInventory) -> None:
-    scratch.set("host_vars/relay-kings.yml", "fleet_hardware", "laptop")
+    scratch.set("host_vars/relay-kings/site.yml", "fleet_hardware", "laptop")
     before = _digest(scratch.path)
     result = CliRunner().invoke(cli, ["check", "-i", str(scratch.path)])
     assert result.exit_code == 3

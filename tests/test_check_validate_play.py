@@ -75,7 +75,7 @@ def test_the_molecule_study_passes(tmp_path: Path, hosts: dict[str, Any]) -> Non
 
 def test_dicom_port_104_is_refused(scratch: ScratchInventory, tmp_path: Path) -> None:
     scratch.set(
-        "host_vars/relay-kings.yml", "fleet_dicom_receivers", [{"ae_title": "K", "port": 104}]
+        "host_vars/relay-kings/site.yml", "fleet_dicom_receivers", [{"ae_title": "K", "port": 104}]
     )
     proc = _run_example(tmp_path, scratch.path)
     assert proc.returncode != 0
@@ -88,7 +88,7 @@ def test_dicom_port_104_is_refused(scratch: ScratchInventory, tmp_path: Path) ->
 def test_a_pushing_relay_without_push_address_is_refused(
     scratch: ScratchInventory, tmp_path: Path
 ) -> None:
-    scratch.delete("host_vars/relay-leeds.yml", "fleet_push_from")
+    scratch.delete("host_vars/relay-leeds/site.yml", "fleet_push_from")
     proc = _run_example(tmp_path, scratch.path)
     assert proc.returncode != 0
     assert "relay-leeds: fleet_push_from: required with fleet_sync" in proc.stdout

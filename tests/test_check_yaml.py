@@ -30,7 +30,7 @@ def _append(inv: ScratchInventory, rel: str, text: str) -> int:
 
 
 def test_syntax_errors_name_every_file_line_and_column(scratch: ScratchInventory) -> None:
-    kings = _append(scratch, "host_vars/relay-kings.yml", "broken: value: here\n")
+    kings = _append(scratch, "host_vars/relay-kings/site.yml", "broken: value: here\n")
     (scratch.path / "hosts.yml").write_text("---\nall:\n  children:\n    central: [\n")
     relays = _append(scratch, "group_vars/relays/relay.yml", "fleet_plugins: [xsync]\n")
     before = _digest(scratch.path)
@@ -39,7 +39,7 @@ def test_syntax_errors_name_every_file_line_and_column(scratch: ScratchInventory
     p = scratch.path
     lines = proc.stderr.splitlines()
     assert (
-        f"error: {p}/host_vars/relay-kings.yml:{kings}:14: YAML syntax error: mapping values "
+        f"error: {p}/host_vars/relay-kings/site.yml:{kings}:14: YAML syntax error: mapping values "
         "are not allowed here" in lines
     )
     assert any(line.startswith(f"error: {p}/hosts.yml:5:1: YAML syntax error: ") for line in lines)
@@ -70,22 +70,22 @@ def test_syntax_error_in_a_vault_encrypted_file_names_its_decrypted_line(
 
 def test_broken_settings_file_is_listed_with_the_other_errors(scratch: ScratchInventory) -> None:
     (scratch.path / "xnat-fleet.yml").write_text("---\nvault_password_file: [oops\n")
-    leeds = _append(scratch, "host_vars/relay-leeds.yml", "- a list item in a mapping\n")
+    leeds = _append(scratch, "host_vars/relay-leeds/site.yml", "- a list item in a mapping\n")
     proc = _check(scratch.path)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert f"{scratch.path}/xnat-fleet.yml:3:1: YAML syntax error: " in proc.stderr
-    assert f"{scratch.path}/host_vars/relay-leeds.yml:{leeds}:1: YAML syntax error: " in (
+    assert f"{scratch.path}/host_vars/relay-leeds/site.yml:{leeds}:1: YAML syntax error: " in (
         proc.stderr
     )
 
 
 def test_json_report_lists_the_syntax_errors(scratch: ScratchInventory) -> None:
-    kings = _append(scratch, "host_vars/relay-kings.yml", "broken: value: here\n")
+    kings = _append(scratch, "host_vars/relay-kings/site.yml", "broken: value: here\n")
     proc = _check(scratch.path, "--json")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["valid"] is False
     assert [p["message"] for p in report["problems"]] == [
-        f"{scratch.path}/host_vars/relay-kings.yml:{kings}:14: YAML syntax error: mapping "
+        f"{scratch.path}/host_vars/relay-kings/site.yml:{kings}:14: YAML syntax error: mapping "
         "values are not allowed here"
     ]

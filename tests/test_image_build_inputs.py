@@ -28,7 +28,7 @@ def _add_relay(inv: ScratchInventory, name: str, site: str) -> None:
     hosts = inv.load("hosts.yml")
     hosts["all"]["children"]["relays"]["hosts"][name] = {"ansible_host": "10.63.0.10"}
     inv.dump("hosts.yml", hosts)
-    kings = inv.load("host_vars/relay-kings.yml")
+    kings = inv.load("host_vars/relay-kings/site.yml")
     kings["fleet_site"] = {"id": site, "name": f"{site} hospital"}
     kings["fleet_fqdn"] = f"{name}.prism.example.org"
     inv.dump(f"host_vars/{name}.yml", kings)
@@ -38,7 +38,7 @@ def test_the_number_of_relays_does_not_change_the_image(scratch: ScratchInventor
     before = _key(scratch.path)
     _add_relay(scratch, "relay-york", "YORK")
     _add_relay(scratch, "relay-bath", "BATH")
-    scratch.set("host_vars/relay-kings.yml", "fleet_scanners[0].address", "10.61.1.99")
+    scratch.set("host_vars/relay-kings/site.yml", "fleet_scanners[0].address", "10.61.1.99")
     assert _key(scratch.path) == before
     inputs = provision.inputs(recipe.load("nuc"), "basekey", scratch.path, DIGESTS)
     assert not [k for k in inputs if "host_vars" in k or k.endswith("hosts.yml")]
@@ -72,7 +72,7 @@ def test_a_study_setting_or_a_role_template_changes_the_image(
 def test_the_build_refuses_relays_whose_xnat_differs_from_the_central(
     scratch: ScratchInventory, tmp_path: Path
 ) -> None:
-    scratch.set("host_vars/relay-leeds.yml", "fleet_xnat", {"version": "1.9.2.1"})
+    scratch.set("host_vars/relay-leeds/site.yml", "fleet_xnat", {"version": "1.9.2.1"})
     with pytest.raises(InventoryError) as caught:
         build_lib.build(InventorySource(scratch.path), "nuc", build_dir=tmp_path / "build")
     message = str(caught.value)
@@ -83,7 +83,7 @@ def test_the_build_refuses_relays_whose_xnat_differs_from_the_central(
 def test_the_build_refuses_relays_with_different_plugins(
     scratch: ScratchInventory, tmp_path: Path
 ) -> None:
-    scratch.set("host_vars/relay-leeds.yml", "fleet_plugins", ["xsync", "ldap-auth"])
+    scratch.set("host_vars/relay-leeds/site.yml", "fleet_plugins", ["xsync", "ldap-auth"])
     with pytest.raises(FleetError, match=r"relay-kings: xsync; relay-leeds: xsync, ldap-auth"):
         build_lib.build(InventorySource(scratch.path), "nuc", build_dir=tmp_path / "build")
     assert not (tmp_path / "build").exists()

@@ -141,7 +141,7 @@ def golden_container(golden: build_lib.BuildResult) -> Iterator[dict[str, str]]:
     study's admin network and on a scanner site's network."""
     fleet_networks = yaml.safe_load((EXAMPLE / "group_vars/all/network.yml").read_text())
     admin = ipaddress.ip_network(fleet_networks["fleet_networks"]["admin"][0])
-    kings = yaml.safe_load((EXAMPLE / "host_vars/relay-kings.yml").read_text())
+    kings = yaml.safe_load((EXAMPLE / "host_vars/relay-kings/site.yml").read_text())
     scanner = kings["fleet_scanners"][0]["address"]
     site = ipaddress.ip_network(f"{scanner}/24", strict=False)
     tag = f"xf-golden-{os.getpid()}"

@@ -133,7 +133,7 @@ def test_known_hosts_from_the_registry_is_what_openssh_trusts(
     hosts = scratch.load("hosts.yml")
     hosts["all"]["children"]["relays"]["hosts"]["relay-kings"]["ansible_host"] = "127.0.0.1"
     scratch.dump("hosts.yml", hosts)
-    scratch.set("host_vars/relay-kings.yml", "fleet_ssh_port", port)
+    scratch.set("host_vars/relay-kings/site.yml", "fleet_ssh_port", port)
     path = registry.path_for(scratch.path)
     registry.append(
         path, _record("relay-kings", registry.HostKey(type="ssh-rsa", key=server_key.get_base64()))

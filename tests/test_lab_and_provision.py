@@ -81,7 +81,7 @@ def test_provision_refuses_an_invalid_inventory_before_running(
 ) -> None:
     called: list[Any] = []
     monkeypatch.setattr("xnat_fleet.cli.provision.run_playbook", lambda *a, **k: called.append(a))
-    scratch.set("host_vars/relay-kings.yml", "fleet_scanners[0].address", "mr1.example.org")
+    scratch.set("host_vars/relay-kings/site.yml", "fleet_scanners[0].address", "mr1.example.org")
     result = CliRunner().invoke(cli, ["provision", "-i", str(scratch.path)])
     assert result.exit_code != 0
     assert "relay-kings: fleet_scanners[0].address" in str(result.exception)

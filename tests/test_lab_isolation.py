@@ -145,7 +145,7 @@ def test_a_stand_in_port_held_by_something_else_is_refused_naming_the_other_lab(
 def test_ssh_ports_follow_the_inventory(scratch: ScratchInventory) -> None:
     from xnat_fleet.model.loader import load_fleet_and_vars
 
-    scratch.set("host_vars/relay-leeds.yml", "fleet_ssh_port", 2222)
+    scratch.set("host_vars/relay-leeds/site.yml", "fleet_ssh_port", 2222)
     fleet, inv = load_fleet_and_vars(InventorySource(scratch.path))
     assert lab.ssh_ports(fleet, inv) == {"xnat-central": 22, "relay-kings": 22, "relay-leeds": 2222}
 

@@ -199,6 +199,7 @@ def run_playbook(
     on_progress: Callable[[Progress], None] | None = None,
     keep_dir: Path | None = None,
     secrets: Iterable[str] = (),
+    tags: str | None = None,
 ) -> RunResult:
     """Run ``playbooks/<playbook>`` against the inventory; events feed ``on_progress``.
 
@@ -222,6 +223,8 @@ def run_playbook(
         cmdline.append("--check")
     if diff:
         cmdline.append("--diff")
+    if tags:
+        cmdline += ["--tags", tags]
     result = RunResult(status="unknown", rc=-1)
 
     def handler(event: Mapping[str, Any]) -> bool:

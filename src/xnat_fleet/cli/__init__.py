@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from xnat_fleet.cli import artifacts, check, fleet, image, lab, provision, xnat
 from xnat_fleet.errors import ExitCode, FleetError
@@ -50,7 +51,7 @@ def main() -> None:
         rc = cli.main(standalone_mode=False)
     except FleetError as exc:
         for line in str(exc).splitlines():
-            err_console.print(f"[red]error:[/red] {line}", soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
         sys.exit(int(exc.exit_code))
     except click.exceptions.Abort:
         err_console.print("[red]aborted[/red]")

@@ -236,6 +236,83 @@ def _manifest_path(target: Path) -> Path:
     return found[0]
 
 
+@image.command(name="clone")
+@inventory_options
+@click.argument("relays", nargs=-1)
+@click.option(
+    "--image",
+    "golden",
+    type=click.Path(exists=True, path_type=Path),
+    help="Golden image directory (default: build/images/<study>-relay-<profile>-latest).",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the clones go (default: build/clones).",
+)
+@json_option
+def clone_command(
+    inventory: Path,
+    vault_password_file: Path | None,
+    relays: tuple[str, ...],
+    golden: Path | None,
+    output: Path | None,
+    as_json: bool,
+) -> None:
+    """Clone the golden image once per RELAY (default: every relay) and personalise each clone
+    offline: host name, network, SSH host keys, TLS key and certificate, and every file the
+    relay's roles render from its own inventory and secrets.
+
+    Each clone is a qcow2 file backed by the golden raw image (only its changes take space),
+    with its block map and manifest; `image write` puts it on a disk. Needs root.
+    """
+    from xnat_fleet.image import clone as clone_lib
+
+    source = make_source(inventory, vault_password_file)
+    err = Console(stderr=True, highlight=False)
+    started = time.monotonic()
+    with err.status("personalising", spinner="dots") as status:
+
+        def on_progress(p: Any) -> None:
+            if p.kind == "task":
+                status.update(f"personalising: {escape(p.task)[:70]}")
+
+        results = clone_lib.clone(
+            source, list(relays), image=golden, build_dir=build_lib.default_build_dir(),
+            output=output, on_progress=on_progress, log=lambda m: err.print(escape(m)),
+        )  # fmt: skip
+    total = time.monotonic() - started
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "seconds": round(total, 1),
+                    "clones": [
+                        {"relay": r.relay, "directory": str(r.directory), "disk": str(r.disk),
+                         "seconds": r.seconds, "delta_bytes": r.delta_bytes,
+                         "manifest": r.manifest}
+                        for r in results
+                    ],
+                },
+                indent=2,
+            )
+        )  # fmt: skip
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    for r in results:
+        m = r.manifest
+        out.print(
+            f"[green]✓[/green] {r.relay} ({m['fqdn']}, site {m['site']}): {escape(str(r.disk))}, "
+            f"{r.delta_bytes / 1024:.0f} KiB over {m['golden']['image_id']} "
+            f"{m['golden']['image_version']}"
+        )
+        for kind, fp in m["ssh_host_key_fingerprints"].items():
+            out.print(f"  ssh {kind:<8} {fp}")
+        out.print(f"  tls sha256   {m['tls_certificate_sha256']}")
+    each = total / max(len(results), 1)
+    out.print(f"{len(results)} clone(s) in {total:.1f} s ({each:.1f} s per relay)")
+
+
 @image.command()
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @json_option
@@ -322,39 +399,117 @@ _device_option = click.option(
 )
 
 
+def _clone_of(path: Path) -> Path | None:
+    """The clone directory PATH names (a clone directory or its qcow2), else None."""
+    directory = path if path.is_dir() else path.parent
+    return directory if any(directory.glob("*.clone.json")) else None
+
+
+def _device_identity(device: Path) -> tuple[str | None, str | None]:
+    """Model and serial of a block device (lsblk), None for a file."""
+    import subprocess
+
+    if not device.is_block_device():
+        return None, None
+    proc = subprocess.run(  # noqa: S603
+        ["lsblk", "-dno", "MODEL,SERIAL", "--json", str(device)],  # noqa: S607
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        dev = json.loads(proc.stdout)["blockdevices"][0]
+    except (ValueError, KeyError, IndexError):
+        return None, None
+    return (dev.get("model") or None), (dev.get("serial") or None)
+
+
 @image.command()
 @click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, path_type=Path))
 @_device_option
 @_bmap_option
 @click.option("--force", is_flag=True, help="Overwrite a target that holds data.")
+@click.option(
+    "--allow-standins",
+    is_flag=True,
+    help="Write an image built with the tests' stand-ins for XNAT (demos and tests only).",
+)
+@click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(exists=True, path_type=Path),
+    help="Study inventory whose registry records a written clone (default: the clone's own).",
+)
 @json_option
 def write(
-    image_path: Path, device: Path, bmap_file: Path | None, force: bool, as_json: bool
+    image_path: Path,
+    device: Path,
+    bmap_file: Path | None,
+    force: bool,
+    allow_standins: bool,
+    inventory: Path | None,
+    as_json: bool,
 ) -> None:
-    """Write IMAGE (a raw image or a published image directory) to a disk by its block map,
-    then read every mapped range back and compare it with the map.
+    """Write IMAGE (a raw image, a published image directory or a clone from `image clone`) to
+    a disk by its block map, then read every mapped range back and compare it with the map.
 
     Refuses a target in use, one smaller than the image, and one holding a partition table or
     a file system unless --force; wipes old signatures (a backup GPT at the end included).
+    A clone that verifies is recorded in the study's registry (relay-registry.yml).
     """
+    from contextlib import ExitStack
+
+    from xnat_fleet.image import bmap as bmap_lib
+    from xnat_fleet.image import clone as clone_lib
+    from xnat_fleet.image import disk as disk_lib
+    from xnat_fleet.image import registry as registry_lib
     from xnat_fleet.image import write as write_lib
 
-    raw, block_map = _image_and_map(image_path, bmap_file)
+    clone_dir = _clone_of(image_path)
     err = Console(stderr=True, highlight=False)
-    with _byte_progress(err) as bar:
-        w = bar.add_task("write", total=block_map.mapped_bytes)
-        v = bar.add_task("verify", total=block_map.mapped_bytes, start=False)
+    with ExitStack() as stack:
+        manifest: dict[str, Any] = {}
+        if clone_dir is not None:
+            qcow2, manifest = clone_lib.open_clone(clone_dir)
+            block_map = bmap_lib.read(bmap_file or qcow2.with_suffix(".bmap"))
+            raw = stack.enter_context(disk_lib.exported(qcow2))
+        else:
+            raw, block_map = _image_and_map(image_path, bmap_file)
+            found = sorted(raw.parent.glob("*.manifest.json"))
+            manifest = json.loads(found[0].read_text()) if found else {}
+        if "stand-in" in str(manifest.get("xnat_artifacts", "")) and not allow_standins:
+            raise FleetError(
+                f"{image_path}: built with the tests' stand-ins, NOT XNAT: such a disk must not "
+                "be shipped (--allow-standins writes it anyway, for demos and tests)"
+            )
+        with _byte_progress(err) as bar:
+            w = bar.add_task("write", total=block_map.mapped_bytes)
+            v = bar.add_task("verify", total=block_map.mapped_bytes, start=False)
 
-        def on_verify(n: int) -> None:
-            if not bar.tasks[v].started:
-                bar.start_task(v)
-            bar.update(v, advance=n)
+            def on_verify(n: int) -> None:
+                if not bar.tasks[v].started:
+                    bar.start_task(v)
+                bar.update(v, advance=n)
 
-        result = write_lib.write(
-            raw, block_map, device, force=force,
-            on_write=lambda n: bar.update(w, advance=n), on_verify=on_verify,
-        )  # fmt: skip
-    _report(result.bad_ranges, block_map, device, as_json, written=result)
+            result = write_lib.write(
+                raw, block_map, device, force=force,
+                on_write=lambda n: bar.update(w, advance=n), on_verify=on_verify,
+            )  # fmt: skip
+    record = None
+    if clone_dir is not None and not result.bad_ranges:
+        directory = (inventory if inventory is not None else Path(manifest["inventory"])).resolve()
+        if directory.is_file():
+            directory = directory.parent
+        model, serial = _device_identity(device)
+        record = registry_lib.new_record(
+            relay=manifest["relay"],
+            site=manifest.get("site"),
+            manifest=manifest,
+            image_sha256=str(manifest["disk_sha256"]),
+            host_keys=[registry_lib.HostKey(**k) for k in manifest["ssh_host_keys"]],
+            device=registry_lib.Device(path=str(device), model=model, serial=serial),
+            tls_certificate_sha256=manifest.get("tls_certificate_sha256"),
+        )
+        registry_lib.append(registry_lib.path_for(directory), record)
+    _report(result.bad_ranges, block_map, device, as_json, written=result, record=record)
 
 
 @image.command()
@@ -384,6 +539,7 @@ def _report(
     as_json: bool,
     written: Any = None,
     verify_seconds: float | None = None,
+    record: Any = None,
 ) -> None:
     seconds = written.verify_seconds if written is not None else (verify_seconds or 0.0)
     doc: dict[str, Any] = {
@@ -408,6 +564,8 @@ def _report(
             "bytes_per_second": round(written.throughput),
             "wiped_signatures": written.wiped,
         }
+    if record is not None:
+        doc["registry_record"] = record.model_dump(mode="json", exclude_none=True)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -436,6 +594,12 @@ def _report(
             f"{escape(str(device))}: {verdict}: {len(block_map.ranges)} mapped ranges, "
             f"{block_map.mapped_bytes / mib:.0f} MiB read back in {seconds:.1f} s"
         )
+        if record is not None:
+            out.print(
+                f"registered: {record.relay} (site {record.site}) on {escape(record.device.path)}"
+                f" [{escape(str(record.device.model or 'file'))}"
+                f" {escape(str(record.device.serial or ''))}]"
+            )
     if bad:
         raise click.exceptions.Exit(int(ExitCode.ERROR))
 

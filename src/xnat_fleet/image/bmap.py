@@ -19,7 +19,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from xnat_fleet.image import files
 
@@ -106,6 +106,34 @@ def create(image: Path, block_size: int = BLOCK_SIZE) -> Bmap:
             start, length = probe.byte_span(block_size, size)
             bmap.ranges.append(BlockRange(first, last, _sha256_span(f, start, length)))
     return bmap
+
+
+def derive(base: Bmap, changed: list[tuple[int, int]], image: Path) -> Bmap:
+    """The block map of ``image``: ``base`` (the map of the image it was made from) with the
+    byte extents ``changed`` since. A range that no change touches keeps its checksum; a
+    touched or new range (merged with the base ranges it touches) is hashed from ``image``."""
+    bs = base.block_size
+    spans = sorted(
+        [(r.first, r.last, r.sha256) for r in base.ranges]
+        + [(first, last, "") for first, last in _block_ranges(sorted(changed), bs)]
+    )
+    merged: list[list[Any]] = []
+    for first, last, digest in spans:
+        # a change merges with what it touches or adjoins; base ranges only where they overlap
+        touches = bool(merged) and first <= merged[-1][1] + 1
+        if touches and (not digest or not merged[-1][2] or first <= merged[-1][1]):
+            merged[-1][1] = max(merged[-1][1], last)
+            merged[-1][2] = ""
+        else:
+            merged.append([first, last, digest])
+    out = Bmap(image_size=base.image_size, block_size=bs)
+    with image.open("rb") as f:
+        for first, last, digest in merged:
+            if not digest:
+                start, length = BlockRange(first, last, "").byte_span(bs, base.image_size)
+                digest = _sha256_span(f, start, length)
+            out.ranges.append(BlockRange(first, last, digest))
+    return out
 
 
 def render(bmap: Bmap) -> str:

@@ -121,6 +121,7 @@ class SealStep(Strict):
     content: str | None = None
     # write: a Jinja2 template under templates/ instead of `content` (units, drop-ins)
     template: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./-]+\.j2$")
+    mode: str = Field(default="0644", pattern=r"^0[0-7]{3}$")  # write: the file's mode
     why: str = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -120,7 +120,7 @@ def apply(root: Path, steps: list[SealStep]) -> list[Applied]:
                 p.unlink()
             if step.action == "write":
                 p.write_text(_content(step))
-                p.chmod(0o644)
+                p.chmod(int(step.mode, 8))
             else:
                 assert step.content is not None  # the recipe's validator guarantees it
                 p.symlink_to(step.content)

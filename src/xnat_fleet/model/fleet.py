@@ -104,6 +104,60 @@ HostName = Annotated[
 ]
 
 
+def _interface_address(value: str) -> str:
+    try:
+        interface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an address with its prefix length (e.g. 10.61.0.10/24)"
+        ) from None
+    if "/" not in value:
+        raise ValueError(f"{value!r} needs its prefix length (e.g. {value}/24)")
+    if interface.ip == interface.network.network_address and interface.network.prefixlen < 31:
+        raise ValueError(f"{value} is the network's own address, not a host address")
+    return value
+
+
+def _mac(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", value):
+        raise ValueError(f"{value!r} is not a MAC address in lower case (aa:bb:cc:dd:ee:ff)")
+    return value
+
+
+InterfaceAddress = Annotated[str, AfterValidator(_interface_address)]
+MacAddress = Annotated[str, AfterValidator(_mac)]
+
+
+class HostNetwork(Strict):
+    """A relay's network as its clone configures it (systemd-networkd; docs/images.md).
+
+    No ``address``: DHCP. The port is matched by ``mac`` when given, else any wired Ethernet
+    port: never by an interface name, which differs between the build host and the box.
+    """
+
+    mac: MacAddress | None = None
+    address: InterfaceAddress | None = None  # static: address/prefix; none: DHCP
+    gateway: str | None = None
+    dns: list[str] = []
+    domains: list[HostName] = []
+
+    @model_validator(mode="after")
+    def _static(self) -> HostNetwork:
+        for field, value in [("gateway", self.gateway), *(("dns", v) for v in self.dns)]:
+            if value is not None:
+                try:
+                    ipaddress.ip_address(value)
+                except ValueError:
+                    raise ValueError(f"{field}: {value!r} is not an IP address") from None
+        if self.address is None and self.gateway is not None:
+            raise ValueError("gateway is given without address (a DHCP network gets its own)")
+        if self.address is not None and self.gateway is not None:
+            network = ipaddress.ip_interface(self.address).network
+            if ipaddress.ip_address(self.gateway) not in network:
+                raise ValueError(f"gateway {self.gateway} is outside {network}")
+        return self
+
+
 class Study(Strict):
     id: Identifier
     name: str = Field(min_length=1)
@@ -383,6 +437,9 @@ class HostConfig(Strict):
     fleet_hardware: Literal["nuc", "supermicro"]
     fleet_fqdn: HostName | None = None  # name in URLs and certificates; default: inventory name
     fleet_ssh_port: Port = 22
+    # relays: the network the clone configures (xnat-fleet image clone); default: DHCP on any
+    # wired Ethernet port
+    fleet_network: HostNetwork = HostNetwork()
     fleet_https_from: list[Network] = []
     # Services this host may open to the whole internet (a network wider than /8, or /32 for
     # IPv6 outside fc00::/7 and fe80::/10, in their sources); default: none (check refuses it).
