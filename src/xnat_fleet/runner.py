@@ -200,6 +200,7 @@ def run_playbook(
     keep_dir: Path | None = None,
     secrets: Iterable[str] = (),
     tags: str | None = None,
+    timeout: int | None = None,
 ) -> RunResult:
     """Run ``playbooks/<playbook>`` against the inventory; events feed ``on_progress``.
 
@@ -265,6 +266,7 @@ def run_playbook(
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
             },
             event_handler=handler,
+            timeout=timeout,
             quiet=True,
             suppress_env_files=True,
         )

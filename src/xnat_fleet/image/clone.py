@@ -80,8 +80,11 @@ SCRATCH = (
     "/root/.ansible", "/root/.ansible/*", "/root/.cache", "/root/.cache/*",
     "*/__pycache__", "*/__pycache__/*", "/etc/mtab",
 )  # fmt: skip
-# ssh-keygen may take a while for RSA; the container run is bounded by Ansible itself.
-STOP_TIMEOUT = 10
+# The personalisation container's PID 1 is `sleep`, which ignores SIGTERM: nothing in it needs a
+# clean stop, so it is killed at once.
+STOP_TIMEOUT = 0
+# A personalisation takes seconds; one that hangs (a stuck connection) is stopped, not waited on.
+RUN_TIMEOUT = 600
 
 
 class CloneError(FleetError):
@@ -492,7 +495,12 @@ def clone(
             on_progress=on_progress,
             secrets=secrets,
             extravars={"xnat_fleet_inventory_dir": str(source.directory.resolve())},
+            timeout=RUN_TIMEOUT,
         )
+        if result.status == "timeout":
+            raise CloneError(
+                f"personalisation did not finish in {RUN_TIMEOUT} s (stopped); run the clone again"
+            )
         if not result.success:
             detail = "; ".join(result.failures[:5]) or "\n".join(result.output[-10:])
             raise CloneError(f"personalisation failed: {detail}")

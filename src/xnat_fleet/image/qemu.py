@@ -18,6 +18,7 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,16 @@ def boot(
     memory_mib: int = 1024,
     extra_disks: list[Path] | None = None,
     settle: float = 10.0,
+    nic: str | None = None,
+    while_up: Callable[[], None] | None = None,
+    powers_off: bool = False,
 ) -> Boot:
-    """Boot ``image`` to its login prompt, then power it off; what the console showed."""
+    """Boot ``image`` to its login prompt, then power it off; what the console showed.
+
+    ``nic``: a QEMU ``-nic`` value (e.g. user networking with a host forward) instead of none.
+    ``while_up`` runs once the login prompt is there and units have settled, before the power
+    button (tests reach the guest over ``nic`` then). ``powers_off``: the guest is expected to
+    power itself off before any login prompt (a first boot cut off on purpose)."""
     missing = requirements()
     if missing:
         raise BootError("cannot boot images here, missing: " + ", ".join(missing))
@@ -108,7 +117,7 @@ def boot(
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,file={variables}",
         "-drive", f"file={image},format=raw,if=virtio",
-        "-nic", "none", "-display", "none", "-serial", "stdio",
+        "-nic", nic or "none", "-display", "none", "-serial", "stdio",
         "-monitor", f"unix:{monitor},server,nowait",
     ]  # fmt: skip
     for disk in extra_disks or []:
@@ -119,6 +128,10 @@ def boot(
         patterns: list[Any] = [LOGIN, *PROMPTS.values(), pexpect.EOF, pexpect.TIMEOUT]
         which = child.expect(patterns)
         console = _text(child.before) + _text(child.after)
+        if powers_off:
+            if which != len(patterns) - 2:
+                raise BootError(f"{image.name}: did not power off; console:\n{console[-3000:]}")
+            return Boot(time.monotonic() - started, console)
         if which != 0:
             names = ["login", *PROMPTS]
             reason = (
@@ -133,6 +146,8 @@ def boot(
         # Units that start beside the getty (sshd, timers) finish before the power button.
         child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=settle)
         result.console += _text(child.before)
+        if while_up is not None:
+            while_up()
         down = time.monotonic()
         _monitor(monitor, "system_powerdown")
         child.expect(pexpect.EOF, timeout=120)
