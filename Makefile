@@ -30,6 +30,13 @@ demo: bootstrap
 	xnat-fleet xsync status -i $(INVENTORY) --lab
 	xnat-fleet image build -i $(INVENTORY) --profile nuc --standins
 	xnat-fleet image show build/images/prism-relay-nuc-latest
+	xnat-fleet image build -i $(INVENTORY) --profile supermicro --standins
+	xnat-fleet image clone -i $(INVENTORY) relay-kings relay-leeds
+	rm -f build/demo/relay-kings.disk && mkdir -p build/demo && truncate -s 6G build/demo/relay-kings.disk
+	xnat-fleet image write build/clones/relay-kings-latest --device build/demo/relay-kings.disk --allow-standins
+	xnat-fleet image verify build/clones/relay-kings-latest --device build/demo/relay-kings.disk
+	xnat-fleet image boot build/demo/relay-kings.disk
+	xnat-fleet image registry -i $(INVENTORY)
 
 demo-down: bootstrap
 	xnat-fleet lab down -i $(INVENTORY)

@@ -2,7 +2,8 @@
 """Image benchmark: `xnat-fleet image build`'s stages, timed, with the image's sizes.
 
     python benchmarks/images.py [-i INVENTORY] [--profile nuc|supermicro]
-                                [--mode warm|template|cold] [--build-dir DIR] [--json]
+                                [--mode warm|template|cold|write|clone] [--build-dir DIR]
+                                [--image DIR] [--json]
 
 Builds the golden image of the example study (with the tests' stand-in artifacts: XNAT cannot
 be downloaded here) through the same pipeline as the CLI (src/xnat_fleet/image/build.py) into
@@ -17,7 +18,10 @@ Modes:
   ``roles/smtp/templates/etc/postfix/main.cf.j2`` for the run (the rendered file stays the
   same, the template's hash does not) and the file is restored afterwards;
 - ``cold``: an empty base cache and no converge cache (a first build on this machine; packages
-  still come through the machine's apt cache).
+  still come through the machine's apt cache);
+- ``write``: our writer (write + read-back) against ``dd`` and ``bmaptool copy`` on one image;
+- ``clone``: ``image clone`` of every relay of the profile (one run, all relays together),
+  seconds per relay and each clone's bytes on disk against the image and its mapped bytes.
 
 Needs root (the tree keeps its owners), podman and the bootstrap's tools.
 """
@@ -138,19 +142,70 @@ def write_benchmark(args: argparse.Namespace) -> int:
     return 0 if doc["verified"] else 1
 
 
+def clone_benchmark(args: argparse.Namespace) -> int:
+    """Clone every relay of the profile from the published golden image, timed."""
+    from xnat_fleet.image import clone as clone_lib
+    from xnat_fleet.model.loader import load_fleet
+
+    published = args.image or next(
+        (project_root() / "build" / "images").glob(f"*-relay-{args.profile}-latest")
+    )
+    source = InventorySource(args.inventory)
+    relays = [h.name for h in load_fleet(source).relays if h.config.fleet_hardware == args.profile]
+    output = Path(tempfile.mkdtemp(prefix="xf-bench-clone-", dir=project_root() / "build"))
+    try:
+        started = time.monotonic()
+        results = clone_lib.clone(
+            source, relays, image=published, build_dir=project_root() / "build", output=output
+        )
+        total = round(time.monotonic() - started, 1)
+        golden = clone_lib.open_golden(published)
+        doc = {
+            "image": str(golden.raw),
+            "image_bytes": golden.manifest["size_bytes"],
+            "golden_mapped_bytes": golden.manifest["mapped_bytes"],
+            "relays": len(results),
+            "total_seconds": total,
+            "seconds_per_relay": round(total / max(len(results), 1), 1),
+            "clones": {
+                r.relay: {"delta_bytes": r.delta_bytes, "mapped_bytes": r.manifest["mapped_bytes"]}
+                for r in results
+            },
+        }
+    finally:
+        shutil.rmtree(output, ignore_errors=True)
+    if args.as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        mib = 1 << 20
+        print(
+            f"clone benchmark: {len(results)} relay(s) of {args.profile} in {total} s "
+            f"({doc['seconds_per_relay']} s per relay), image {doc['image_bytes'] / mib:.0f} MiB, "
+            f"{doc['golden_mapped_bytes'] / mib:.0f} MiB mapped"
+        )
+        for relay, c in doc["clones"].items():
+            print(
+                f"  {relay:<14} {c['delta_bytes'] / 1024:.0f} KiB on disk, "
+                f"{c['mapped_bytes'] / mib:.0f} MiB mapped (what a write puts on the disk)"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("-i", "--inventory", type=Path, default=project_root() / "inventory/example")
     p.add_argument("--profile", default="nuc", choices=recipe.available())
-    p.add_argument("--mode", default="warm", choices=["warm", "template", "cold", "write"])
+    p.add_argument("--mode", default="warm", choices=["warm", "template", "cold", "write", "clone"])
     p.add_argument(
-        "--image", type=Path, help="write mode: the published image directory (default: latest)"
+        "--image", type=Path, help="write/clone: the published image directory (default: latest)"
     )
     p.add_argument("--build-dir", type=Path, default=project_root() / "build" / "bench")
     p.add_argument("--json", action="store_true", dest="as_json")
     args = p.parse_args(argv)
     if args.mode == "write":
         return write_benchmark(args)
+    if args.mode == "clone":
+        return clone_benchmark(args)
     reporter = Collect()
     base_cache: Path | None = None
     if args.mode == "cold":

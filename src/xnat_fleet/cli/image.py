@@ -518,10 +518,18 @@ def write(
 @_bmap_option
 @json_option
 def verify(image_path: Path, device: Path, bmap_file: Path | None, as_json: bool) -> None:
-    """Read every mapped range of IMAGE's block map back from DEVICE and compare it."""
+    """Read every mapped range of IMAGE's block map (an image, its directory or a clone) back
+    from DEVICE and compare it."""
+    from xnat_fleet.image import bmap as bmap_lib
+    from xnat_fleet.image import clone as clone_lib
     from xnat_fleet.image import write as write_lib
 
-    _raw, block_map = _image_and_map(image_path, bmap_file)
+    clone_dir = _clone_of(image_path)
+    if clone_dir is not None:
+        qcow2, _manifest = clone_lib.open_clone(clone_dir)
+        block_map = bmap_lib.read(bmap_file or qcow2.with_suffix(".bmap"))
+    else:
+        _raw, block_map = _image_and_map(image_path, bmap_file)
     if not device.exists():
         raise FleetError(f"{device}: no such device or file")
     err = Console(stderr=True, highlight=False)
@@ -602,6 +610,29 @@ def _report(
             )
     if bad:
         raise click.exceptions.Exit(int(ExitCode.ERROR))
+
+
+@image.command()
+@click.argument("disk", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--memory", default=3072, show_default=True, help="Guest memory in MiB.")
+@click.option("--timeout", default=600, show_default=True, help="Seconds to reach a login prompt.")
+def boot(disk: Path, memory: int, timeout: int) -> None:
+    """Boot a written disk (a file) under QEMU through UEFI to its login prompt, then power it
+    off: a smoke test of a disk before it ships. Fails on a failed unit or a console prompt.
+    The boot changes the disk (a clone's first boot runs)."""
+    from xnat_fleet.image import qemu
+
+    err = Console(stderr=True, highlight=False)
+    with err.status(f"booting {escape(disk.name)} (QEMU, TCG, no network)", spinner="dots"):
+        result = qemu.boot(disk, disk.parent, timeout=timeout, memory_mib=memory)
+    login = next(
+        (line for line in result.console.splitlines() if " login:" in line), "login prompt"
+    )
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(
+        f"[green]✓[/green] {escape(disk.name)}: {escape(login.strip())} after "
+        f"{result.seconds_to_login:.0f} s, powered off in {result.shutdown_seconds:.0f} s"
+    )
 
 
 @image.command()

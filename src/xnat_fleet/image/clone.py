@@ -443,14 +443,22 @@ def clone(
     fleet, inv = load_fleet_and_vars(source)
     names = list(relays) or [h.name for h in fleet.relays]
     if image is None:
-        profiles = {_host(fleet, n).config.fleet_hardware for n in names}
-        if len(profiles) != 1:
-            raise CloneError(
-                "the relays are of profiles "
-                + ", ".join(sorted(profiles))
-                + ": clone one profile at a time, or name the image with --image"
-            )
-        image = default_golden(fleet, profiles.pop(), build_dir / "images")
+        # each profile's relays from that profile's latest image, one profile after the other
+        by_profile: dict[str, list[str]] = {}
+        for n in names:
+            by_profile.setdefault(_host(fleet, n).config.fleet_hardware, []).append(n)
+        if len(by_profile) > 1:
+            return [
+                r
+                for profile, group in sorted(by_profile.items())
+                for r in clone(
+                    source, group, image=default_golden(fleet, profile, build_dir / "images"),
+                    build_dir=build_dir, output=output, on_progress=on_progress, log=log,
+                )
+            ]  # fmt: skip
+        image = default_golden(fleet, next(iter(by_profile)), build_dir / "images")
+    if not image.exists():
+        raise CloneError(f"{image}: no golden image there (xnat-fleet image build makes it)")
     golden = open_golden(image)
     problems = check(fleet, inv, golden, names)
     if problems:
