@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -172,13 +171,3 @@ def test_a_booted_clone_needs_nothing_from_the_relay_playbook(
     assert result.success, result.failures or result.output
     assert changed == [], f"relay.yml --check would change a clone: {changed}"
     assert result.hosts["relay-kings"].changed == 0
-
-
-def test_first_boot_does_not_run_twice(booted: str) -> None:
-    restart = subprocess.run(
-        ["podman", "restart", "-t", "20", booted], capture_output=True, text=True, check=False
-    )
-    assert restart.returncode == 0, restart.stderr
-    container_ssh.wait_booted(booted, timeout=240)
-    runs = container_ssh.podman("exec", booted, "cat", "/var/lib/xnat-fleet/first-boot.runs")
-    assert [line.split(" ", 1)[1] for line in runs.stdout.splitlines()] == ["started", "done"]
