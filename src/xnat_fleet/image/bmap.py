@@ -19,7 +19,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from xnat_fleet.image import files
 
@@ -81,6 +81,21 @@ def _block_ranges(extents: list[tuple[int, int]], block_size: int) -> list[tuple
     return out
 
 
+# A range is at most this many blocks (16 MiB of 4 KiB): a clone's map (derive) hashes again
+# only the ranges its changes touch, and a read-back names a bad range to within 16 MiB.
+MAX_RANGE_BLOCKS = 4096
+
+
+def _split(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for first, last in ranges:
+        while last - first + 1 > MAX_RANGE_BLOCKS:
+            out.append((first, first + MAX_RANGE_BLOCKS - 1))
+            first += MAX_RANGE_BLOCKS
+        out.append((first, last))
+    return out
+
+
 def _sha256_span(f: BinaryIO, start: int, length: int) -> str:
     digest = hashlib.sha256()
     f.seek(start)
@@ -101,7 +116,7 @@ def create(image: Path, block_size: int = BLOCK_SIZE) -> Bmap:
         raise BmapError(f"{image}: an empty file has no block map")
     bmap = Bmap(image_size=size, block_size=block_size)
     with image.open("rb") as f:
-        for first, last in _block_ranges(files.data_extents(image), block_size):
+        for first, last in _split(_block_ranges(files.data_extents(image), block_size)):
             probe = BlockRange(first, last, "")
             start, length = probe.byte_span(block_size, size)
             bmap.ranges.append(BlockRange(first, last, _sha256_span(f, start, length)))
@@ -110,28 +125,31 @@ def create(image: Path, block_size: int = BLOCK_SIZE) -> Bmap:
 
 def derive(base: Bmap, changed: list[tuple[int, int]], image: Path) -> Bmap:
     """The block map of ``image``: ``base`` (the map of the image it was made from) with the
-    byte extents ``changed`` since. A range that no change touches keeps its checksum; a
-    touched or new range (merged with the base ranges it touches) is hashed from ``image``."""
+    byte extents ``changed`` since. A base range that no change touches keeps its checksum, a
+    touched one is hashed again from ``image`` (same bounds), and a change outside every base
+    range becomes a new range."""
     bs = base.block_size
-    spans = sorted(
-        [(r.first, r.last, r.sha256) for r in base.ranges]
-        + [(first, last, "") for first, last in _block_ranges(sorted(changed), bs)]
-    )
-    merged: list[list[Any]] = []
-    for first, last, digest in spans:
-        # a change merges with what it touches or adjoins; base ranges only where they overlap
-        touches = bool(merged) and first <= merged[-1][1] + 1
-        if touches and (not digest or not merged[-1][2] or first <= merged[-1][1]):
-            merged[-1][1] = max(merged[-1][1], last)
-            merged[-1][2] = ""
-        else:
-            merged.append([first, last, digest])
+    touched = _block_ranges(sorted(changed), bs)
     out = Bmap(image_size=base.image_size, block_size=bs)
+    spans: list[tuple[int, int, str]] = []
+    for r in base.ranges:
+        hit = any(first <= r.last and last >= r.first for first, last in touched)
+        spans.append((r.first, r.last, "" if hit else r.sha256))
+    for first, last in touched:  # the parts of a change that no base range covers
+        start = first
+        for r in base.ranges:
+            if r.last < start or r.first > last:
+                continue
+            if r.first > start:
+                spans.append((start, r.first - 1, ""))
+            start = r.last + 1
+        if start <= last:
+            spans.append((start, last, ""))
     with image.open("rb") as f:
-        for first, last, digest in merged:
+        for first, last, digest in sorted(spans):
             if not digest:
-                start, length = BlockRange(first, last, "").byte_span(bs, base.image_size)
-                digest = _sha256_span(f, start, length)
+                start_byte, length = BlockRange(first, last, "").byte_span(bs, base.image_size)
+                digest = _sha256_span(f, start_byte, length)
             out.ranges.append(BlockRange(first, last, digest))
     return out
 

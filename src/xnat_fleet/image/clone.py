@@ -35,6 +35,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -346,10 +347,8 @@ def host_keys(root: Path, comment: str) -> list[HostKey]:
     return keys
 
 
-def _personal_files(
-    merged: Path, host: Host, inv: LoadedInventory
-) -> tuple[list[HostKey], list[int]]:
-    """Host name, network, SSH host keys and XNAT gate of HOST, written into MERGED."""
+def _personal_files(merged: Path, host: Host, inv: LoadedInventory) -> list[int]:
+    """Host name, network and XNAT gate of HOST, written into MERGED; the gate's ports."""
     c = host.config
     fqdn = c.fleet_fqdn or host.name
     short = fqdn.split(".", 1)[0]
@@ -368,7 +367,7 @@ def _personal_files(
     gate.chmod(0o755)
     rules = _render("xnat-gate.nft.j2", ports=ports, **context)
     _write(merged, "/etc/xnat-fleet/xnat-gate.nft", rules)
-    return host_keys(merged, f"root@{fqdn}"), ports
+    return ports
 
 
 def _apply(changes_: Sequence[Change], upper: Path, root: Path) -> None:
@@ -487,6 +486,13 @@ def clone(
             for n in names
         }
         log(f"personalising {', '.join(names)} from {golden.directory.name}")
+        # The SSH host keys (RSA 4096 takes seconds) are made while Ansible runs: no role task
+        # touches them in a personalisation (the base role is not run).
+        keygen = stack.enter_context(ThreadPoolExecutor(max_workers=2))
+        keys_of = {
+            n: keygen.submit(host_keys, overlays[n][0], f"root@{hosts[n].config.fleet_fqdn or n}")
+            for n in names
+        }
         overlay_file = _connection_overlay(work / "connection.yml", containers, host_vars)
         run_source = InventorySource(
             path=source.path,
@@ -516,7 +522,8 @@ def clone(
         for n in names:
             t0 = time.monotonic()
             merged, upper = overlays[n]
-            keys, ports = _personal_files(merged, hosts[n], inv)
+            ports = _personal_files(merged, hosts[n], inv)
+            keys = keys_of[n].result()
             found, refused = changes(upper, lower, allowed)
             if refused:
                 raise CloneError(
