@@ -120,7 +120,10 @@ def test_written_clone_boots_as_itself_and_is_trusted_by_the_registry(
         verdicts["registry"] = _host_key_verdict(port, trusted, tmp_path)
         verdicts["other relay's keys"] = _host_key_verdict(port, impostor, tmp_path)
 
-    first = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, nic=_nic(port), while_up=reach)
+    first = qemu.boot(
+        disk, tmp_path, memory_mib=MEMORY_MIB, nic=_nic(port), while_up=reach,
+        ready=qemu.FIRST_BOOT_DONE,
+    )  # fmt: skip
     assert "relay-leeds login:" in first.console
     assert verdicts == {"registry": "trusted", "other relay's keys": "bad host key"}, verdicts
 
@@ -163,7 +166,7 @@ def test_a_first_boot_cut_off_half_way_completes_on_the_next(
     assert [r.split(" ", 1)[1] for r in cut] == ["started", "cut after storage"], cut
     assert uncommitted == "uninitialized"  # systemd never reached first-boot-complete.target
 
-    boot = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB)
+    boot = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, ready=qemu.FIRST_BOOT_DONE)
     assert "relay-leeds login:" in boot.console
     root_fs = audit.RootFs(disk, tmp_path / "r2")
     runs = (root_fs.read("/var/lib/xnat-fleet/first-boot.runs") or b"").decode().splitlines()

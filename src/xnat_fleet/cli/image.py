@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -620,11 +622,21 @@ def boot(disk: Path, memory: int, timeout: int) -> None:
     """Boot a written disk (a file) under QEMU through UEFI to its login prompt, then power it
     off: a smoke test of a disk before it ships. Fails on a failed unit or a console prompt.
     The boot changes the disk (a clone's first boot runs)."""
-    from xnat_fleet.image import qemu
+    from xnat_fleet.image import audit, qemu
 
+    # A clone's first boot (it has no machine id yet) is awaited to its end on the console.
+    scratch = Path(tempfile.mkdtemp(prefix="xnat-fleet-boot-"))
+    root = audit.RootFs(disk, scratch)
+    try:
+        first = (root.read("/etc/machine-id") or b"").strip() == b"uninitialized"
+        personalised = root.read("/data/xnat/home/config/xnat-conf.properties") is not None
+    finally:
+        root.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    ready = qemu.FIRST_BOOT_DONE if first and personalised else None
     err = Console(stderr=True, highlight=False)
     with err.status(f"booting {escape(disk.name)} (QEMU, TCG, no network)", spinner="dots"):
-        result = qemu.boot(disk, disk.parent, timeout=timeout, memory_mib=memory)
+        result = qemu.boot(disk, disk.parent, timeout=timeout, memory_mib=memory, ready=ready)
     login = next(
         (line for line in result.console.splitlines() if " login:" in line), "login prompt"
     )

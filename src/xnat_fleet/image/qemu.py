@@ -30,6 +30,8 @@ from xnat_fleet.errors import FleetError
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 LOGIN = re.compile(rb"\S+ login: ")
+# What a clone's first boot prints on every console when it has finished (templates/image/).
+FIRST_BOOT_DONE = re.compile(rb"xnat-fleet first boot: done")
 # What a console shows when it waits for a person: a relay's first boot must show none of these.
 PROMPTS = {
     "systemd-firstboot": re.compile(
@@ -96,13 +98,15 @@ def boot(
     nic: str | None = None,
     while_up: Callable[[], None] | None = None,
     powers_off: bool = False,
+    ready: re.Pattern[bytes] | None = None,
 ) -> Boot:
     """Boot ``image`` to its login prompt, then power it off; what the console showed.
 
     ``nic``: a QEMU ``-nic`` value (e.g. user networking with a host forward) instead of none.
     ``while_up`` runs once the login prompt is there and units have settled, before the power
     button (tests reach the guest over ``nic`` then). ``powers_off``: the guest is expected to
-    power itself off before any login prompt (a first boot cut off on purpose)."""
+    power itself off (a first boot cut off on purpose). ``ready``: after the login prompt, also
+    wait for this console line (e.g. :data:`FIRST_BOOT_DONE`) before the units settle."""
     missing = requirements()
     if missing:
         raise BootError("cannot boot images here, missing: " + ", ".join(missing))
@@ -146,6 +150,13 @@ def boot(
             )
             raise BootError(f"{image.name}: {reason}; console:\n{console[-3000:]}")
         result = Boot(time.monotonic() - started, console)
+        if ready is not None and not ready.search(console.encode(errors="replace")):
+            if child.expect([ready, pexpect.EOF, pexpect.TIMEOUT]) != 0:
+                raise BootError(
+                    f"{image.name}: no {ready.pattern!r} on the console; console:\n"
+                    + (console + _text(child.before))[-3000:]
+                )
+            result.console += _text(child.before) + _text(child.after)
         # Units that start beside the getty (sshd, timers) finish before the power button.
         child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=settle)
         result.console += _text(child.before)
