@@ -407,6 +407,15 @@ def _clone_of(path: Path) -> Path | None:
     return directory if any(directory.glob("*.clone.json")) else None
 
 
+def _clone_and_map(clone_dir: Path, bmap_file: Path | None) -> tuple[Path, dict[str, Any], Any]:
+    """A clone's qcow2, manifest and block map (its own, or --bmap)."""
+    from xnat_fleet.image import bmap as bmap_lib
+    from xnat_fleet.image import clone as clone_lib
+
+    qcow2, manifest = clone_lib.open_clone(clone_dir)
+    return qcow2, manifest, bmap_lib.read(bmap_file or qcow2.with_suffix(".bmap"))
+
+
 def _device_identity(device: Path) -> tuple[str | None, str | None]:
     """Model and serial of a block device (lsblk), None for a file."""
     import subprocess
@@ -459,8 +468,6 @@ def write(
     """
     from contextlib import ExitStack
 
-    from xnat_fleet.image import bmap as bmap_lib
-    from xnat_fleet.image import clone as clone_lib
     from xnat_fleet.image import disk as disk_lib
     from xnat_fleet.image import registry as registry_lib
     from xnat_fleet.image import write as write_lib
@@ -470,8 +477,7 @@ def write(
     with ExitStack() as stack:
         manifest: dict[str, Any] = {}
         if clone_dir is not None:
-            qcow2, manifest = clone_lib.open_clone(clone_dir)
-            block_map = bmap_lib.read(bmap_file or qcow2.with_suffix(".bmap"))
+            qcow2, manifest, block_map = _clone_and_map(clone_dir, bmap_file)
             raw = stack.enter_context(disk_lib.exported(qcow2))
         else:
             raw, block_map = _image_and_map(image_path, bmap_file)
@@ -522,14 +528,11 @@ def write(
 def verify(image_path: Path, device: Path, bmap_file: Path | None, as_json: bool) -> None:
     """Read every mapped range of IMAGE's block map (an image, its directory or a clone) back
     from DEVICE and compare it."""
-    from xnat_fleet.image import bmap as bmap_lib
-    from xnat_fleet.image import clone as clone_lib
     from xnat_fleet.image import write as write_lib
 
     clone_dir = _clone_of(image_path)
     if clone_dir is not None:
-        qcow2, _manifest = clone_lib.open_clone(clone_dir)
-        block_map = bmap_lib.read(bmap_file or qcow2.with_suffix(".bmap"))
+        _qcow2, _manifest, block_map = _clone_and_map(clone_dir, bmap_file)
     else:
         _raw, block_map = _image_and_map(image_path, bmap_file)
     if not device.exists():

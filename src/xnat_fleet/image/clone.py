@@ -131,16 +131,21 @@ class CloneResult:
     delta_bytes: int  # what the qcow2 file takes on disk
 
 
-def open_golden(path: Path) -> Golden:
-    """The golden image at PATH: a published directory (or its ``-latest`` link) or its raw."""
+def _manifest(path: Path, suffix: str, what: str) -> tuple[Path, Path, dict[str, Any]]:
+    """PATH's directory (PATH or a file in it), its one ``*SUFFIX`` file and that file read."""
     directory = path.resolve()
     if directory.is_file():
         directory = directory.parent
-    manifests = sorted(directory.glob("*.manifest.json"))
-    if len(manifests) != 1:
-        raise CloneError(f"{path}: not a golden image directory (no single *.manifest.json)")
-    manifest = json.loads(manifests[0].read_text())
-    stem = manifests[0].name.removesuffix(".manifest.json")
+    found = sorted(directory.glob(f"*{suffix}"))
+    if len(found) != 1:
+        raise CloneError(f"{path}: not {what} (no single *{suffix})")
+    return directory, found[0], json.loads(found[0].read_text())
+
+
+def open_golden(path: Path) -> Golden:
+    """The golden image at PATH: a published directory (or its ``-latest`` link) or its raw."""
+    directory, found, manifest = _manifest(path, ".manifest.json", "a golden image directory")
+    stem = found.name.removesuffix(".manifest.json")
     raw, block_map = directory / f"{stem}.raw", directory / f"{stem}.bmap"
     for needed in (raw, block_map):
         if not needed.is_file():
@@ -618,13 +623,7 @@ def _make_disk(
 
 def open_clone(path: Path) -> tuple[Path, dict[str, Any]]:
     """A clone directory (or its qcow2): (the qcow2, its manifest)."""
-    directory = path.resolve()
-    if directory.is_file():
-        directory = directory.parent
-    found = sorted(directory.glob("*.clone.json"))
-    if len(found) != 1:
-        raise CloneError(f"{path}: not a clone directory (no single *.clone.json)")
-    manifest = json.loads(found[0].read_text())
+    directory, _found, manifest = _manifest(path, ".clone.json", "a clone directory")
     disk = directory / f"{manifest['relay']}.qcow2"
     if not disk.is_file():
         raise CloneError(f"{path}: {disk.name} is missing")
