@@ -24,10 +24,25 @@ def demo_vault() -> Any:
     return VaultLib([("default", VaultSecret(DEMO_PASSWORD.read_bytes().strip()))])
 
 
-def example_secrets() -> dict[str, Any]:
-    """The decrypted ``vault_*`` variables of the example inventory."""
+def example_secrets(host: str | None = None) -> dict[str, Any]:
+    """The decrypted ``vault_*`` variables of the example inventory: the study's, with HOST's
+    own vault (host_vars/<host>/vault.yml: each relay's) on top when given."""
     data = demo_vault().decrypt((EXAMPLE / "group_vars/all/vault.yml").read_bytes())
-    return dict(yaml.safe_load(data))
+    out = dict(yaml.safe_load(data))
+    own = EXAMPLE / "host_vars" / str(host) / "vault.yml"
+    if host is not None and own.is_file():
+        out.update(yaml.safe_load(demo_vault().decrypt(own.read_bytes())))
+    return out
+
+
+def all_example_secrets() -> list[str]:
+    """Every secret value of the example: the study's vault and each relay's."""
+    hosts = [None, *sorted(p.name for p in (EXAMPLE / "host_vars").iterdir() if p.is_dir())]
+    out: set[str] = set()
+    for host in hosts:
+        for value in example_secrets(host).values():
+            out |= {str(v) for v in value.values()} if isinstance(value, dict) else {str(value)}
+    return sorted(out)
 
 
 class ScratchInventory:

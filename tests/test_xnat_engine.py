@@ -23,7 +23,7 @@ from xnat_fleet.errors import ExitCode
 from xnat_fleet.model.loader import InventorySource
 from xnat_fleet.xnat.engine import Engine, open_study
 
-from .conftest import EXAMPLE, example_secrets
+from .conftest import EXAMPLE, all_example_secrets, example_secrets
 
 HOSTS = ("xnat-central", "relay-kings", "relay-leeds")
 
@@ -40,10 +40,7 @@ class Study:
 
 
 def _vault_values() -> list[str]:
-    out: list[str] = []
-    for value in example_secrets().values():
-        out += [str(v) for v in value.values()] if isinstance(value, dict) else [str(value)]
-    return out
+    return all_example_secrets()
 
 
 @pytest.fixture(scope="module", params=sorted(STANDIN_PROFILES))
@@ -129,7 +126,7 @@ def test_xsync_credentials_check_from_the_relay(applied: Study) -> None:
     central = applied.urls["xnat-central"]
     from tests.xnat_helpers import SERVICE_USER
 
-    password = _service_password()
+    password = _service_password("relay-kings")
     body = json.dumps({"host": central, "localProject": "KINGS_MR"})
     r = requests.post(
         relay + "/xapi/xsync/credentials/check/projects/KINGS_MR",
@@ -146,8 +143,8 @@ def test_xsync_credentials_check_from_the_relay(applied: Study) -> None:
     assert r.status_code == 200, r.text
 
 
-def _service_password() -> str:
-    return str(example_secrets()["vault_xnat_service_password"])
+def _service_password(host: str) -> str:
+    return str(example_secrets(host)["vault_xnat_service_password"])
 
 
 def test_drift_is_reported_with_its_exit_code_and_apply_repairs_it(
@@ -155,7 +152,7 @@ def test_drift_is_reported_with_its_exit_code_and_apply_repairs_it(
 ) -> None:
     overlay = str(applied.source.overlays[0])
     inventory = str(EXAMPLE)
-    password = _service_password()
+    password = _service_password("xnat-central")
     # Behind the tool's back: someone lengthens the session timeout in the admin UI.
     r = requests.post(
         applied.urls["xnat-central"] + "/xapi/siteConfig",
