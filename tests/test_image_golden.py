@@ -70,9 +70,9 @@ def test_the_audit_of_the_real_image_is_clean(golden: build_lib.BuildResult) -> 
 def _site_values() -> set[str]:
     """Strings only a relay's host_vars hold: site ids, FQDNs, scanners, AE titles."""
     values: set[str] = set()
-    for f in sorted((EXAMPLE / "host_vars").glob("relay-*.yml")):
+    for f in sorted((EXAMPLE / "host_vars").glob("relay-*/site.yml")):
         v = yaml.safe_load(f.read_text())
-        values |= {v["fleet_site"]["id"], v["fleet_fqdn"], f.stem}
+        values |= {v["fleet_site"]["id"], v["fleet_fqdn"], f.parent.name}
         values |= {s["ae_title"] for s in v.get("fleet_scanners", [])}
         values |= {s["address"] for s in v.get("fleet_scanners", [])}
         values |= {p["project"] for p in v.get("fleet_sync", [])}
