@@ -196,11 +196,7 @@ def check(fleet: Fleet, inv: LoadedInventory, golden: Golden, relays: Sequence[s
     # The study's group_vars the image's roles ran with must be the inventory's now: a clone
     # renders only its identity, so a study-wide change needs a new image.
     built = {k: v for k, v in dict(m.get("inputs", {})).items() if k.startswith("inventory/")}
-    now = {
-        f"inventory/{f.relative_to(inv.source.directory)}": sha256_file(f)
-        for entry in provision.group_vars_sources(inv.source.directory)
-        for f in (sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else [entry])
-    }
+    now = provision.study_inputs(inv.source.directory)
     for name in sorted(set(built) | set(now)):
         if built.get(name) != now.get(name):
             what = "is new" if name not in built else "is gone" if name not in now else "changed"

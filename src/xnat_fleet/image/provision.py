@@ -87,6 +87,16 @@ def group_vars_sources(study: Path) -> list[Path]:
     )
 
 
+def study_inputs(study: Path) -> dict[str, str]:
+    """The study's part of the converge's inputs: each file of its group_vars of GROUPS as
+    ``inventory/<path>`` and its sha256 (a clone checks them against its image's manifest)."""
+    return {
+        f"inventory/{f.relative_to(study)}": sha256_file(f)
+        for entry in group_vars_sources(study)
+        for f in _files(entry)
+    }
+
+
 def inputs(
     recipe: Recipe,
     base_key: str,
@@ -108,9 +118,7 @@ def inputs(
     for name in PROJECT_INPUTS:
         for f in _files(root / name):
             found[str(f.relative_to(root))] = sha256_file(f)
-    for entry in group_vars_sources(study):
-        for f in _files(entry):
-            found[f"inventory/{f.relative_to(study)}"] = sha256_file(f)
+    found |= study_inputs(study)
     for name, digest in artifacts.items():
         found[f"artifact/{name}"] = digest
     return dict(sorted(found.items()))
