@@ -110,7 +110,7 @@ def booted(clones: dict[str, clone_lib.CloneResult], tmp_path: Path) -> Iterator
     with ExitStack() as stack:
         raw = stack.enter_context(disk_lib.exported(kings.disk))
         lower = stack.enter_context(disk_lib.mounted(raw, part, tmp_path / "lower"))
-        merged, _upper = stack.enter_context(clone_lib._overlay(lower, tmp_path / "overlay"))
+        merged, _upper = stack.enter_context(clone_lib.overlay(lower, tmp_path / "overlay"))
         container_ssh.podman_checked(
             "run", "-d", "--name", name, "--hostname", "relay-kings", "--systemd=always",
             "--cap-add", "NET_ADMIN", "--rootfs", str(merged), "/sbin/init",
@@ -144,16 +144,11 @@ def test_a_booted_clone_needs_nothing_from_the_relay_playbook(
     assert gate.returncode == 0 and "drop" in gate.stdout  # XNAT's ports closed until apply
 
     overlay = two_nuc_inventory.parent / "equivalence-connection.yml"
-    from xnat_fleet import lab as lab_lib
-    from xnat_fleet.image.build import relay_plugins
     from xnat_fleet.model.loader import load_fleet
 
-    source = InventorySource(two_nuc_inventory)
-    fleet = load_fleet(source)
-    store = BUILD_DIR / "standins" / "store"
-    manifest = lab_lib.stage_standins(fleet, BUILD_DIR / "standins")
-    host_vars = lab_lib.standin_inputs(relay_plugins(fleet), store, manifest)
-    clone_lib._connection_overlay(overlay, {"relay-kings": booted}, host_vars)
+    fleet = load_fleet(InventorySource(two_nuc_inventory))
+    host_vars = clone_lib.standin_host_vars(fleet, BUILD_DIR)  # the image's own stand-ins
+    clone_lib.connection_overlay(overlay, {"relay-kings": booted}, host_vars)
     changed: list[str] = []
 
     def seen(p: Progress) -> None:
@@ -165,7 +160,7 @@ def test_a_booted_clone_needs_nothing_from_the_relay_playbook(
         InventorySource(two_nuc_inventory, overlays=[overlay]),
         limit="relay-kings",
         check=True,
-        artifact_store=store,
+        artifact_store=clone_lib.standins_store(BUILD_DIR),
         on_progress=seen,
     )
     assert result.success, result.failures or result.output

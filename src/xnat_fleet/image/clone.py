@@ -282,7 +282,7 @@ def _podman(*args: str) -> str:
 
 
 @contextmanager
-def _overlay(lower: Path, work: Path) -> Iterator[tuple[Path, Path]]:
+def overlay(lower: Path, work: Path) -> Iterator[tuple[Path, Path]]:
     """An overlay over LOWER in WORK: (merged, upper)."""
     if work.exists():
         shutil.rmtree(work)
@@ -408,7 +408,18 @@ def _tls_fingerprint(root: Path) -> str | None:
     return hashlib.sha256(base64.b64decode("".join(body.split()))).hexdigest()
 
 
-def _connection_overlay(
+def standins_store(build_dir: Path) -> Path:
+    return build_dir / "standins" / "store"
+
+
+def standin_host_vars(fleet: Fleet, build_dir: Path) -> dict[str, Any]:
+    """The role inputs of an image built with ``--standins`` in BUILD_DIR (its stand-ins,
+    staged again when missing): what a clone of it, or a converge checking one, runs with."""
+    manifest = lab_lib.stage_standins(fleet, build_dir / "standins")
+    return lab_lib.standin_inputs(relay_plugins(fleet), standins_store(build_dir), manifest)
+
+
+def connection_overlay(
     path: Path, containers: Mapping[str, str], host_vars: Mapping[str, Any]
 ) -> Path:
     hosts = {
@@ -468,18 +479,15 @@ def clone(
     hosts = {n: _host(fleet, n) for n in names}
     work = build_dir / "clone-work"
     output = output or build_dir / "clones"
-    host_vars: dict[str, Any] = {}
-    store = build_dir / "standins" / "store"
-    if golden.standins:
-        # The image's roles ran with the tests' stand-in artifacts: so do the clone's.
-        manifest = lab_lib.stage_standins(fleet, build_dir / "standins")
-        host_vars = lab_lib.standin_inputs(relay_plugins(fleet), store, manifest)
+    store = standins_store(build_dir)
+    # The image's roles ran with the tests' stand-in artifacts: so do the clone's.
+    host_vars = standin_host_vars(fleet, build_dir) if golden.standins else {}
     root_part = disk_lib.partition(golden.raw, ROOT_PARTITION)
     secrets = sorted(inventory_secrets(inv.hostvars, source.vault_password()))
     results = []
     with ExitStack() as stack:
         lower = stack.enter_context(disk_lib.mounted(golden.raw, root_part, work / "golden-root"))
-        overlays = {n: stack.enter_context(_overlay(lower, work / n)) for n in names}
+        overlays = {n: stack.enter_context(overlay(lower, work / n)) for n in names}
         containers = {
             n: stack.enter_context(
                 _container(f"xf-clone-{n}-{os.getpid()}", overlays[n][0], hosts[n].name)
@@ -494,7 +502,7 @@ def clone(
             n: keygen.submit(host_keys, overlays[n][0], f"root@{hosts[n].config.fleet_fqdn or n}")
             for n in names
         }
-        overlay_file = _connection_overlay(work / "connection.yml", containers, host_vars)
+        overlay_file = connection_overlay(work / "connection.yml", containers, host_vars)
         run_source = InventorySource(
             path=source.path,
             vault_password_file=source.vault_password(),
