@@ -541,7 +541,7 @@ def clone(
                 )
             results.append(
                 _make_disk(
-                    golden, hosts[n], found, upper, keys, ports, output,
+                    golden, root_part, hosts[n], found, upper, keys, ports, output,
                     share=(personalised - started) / len(names), t0=t0,
                     inventory=source.directory.resolve(),
                 )
@@ -552,6 +552,7 @@ def clone(
 
 def _make_disk(
     golden: Golden,
+    part: disk_lib.Partition,
     host: Host,
     found: Sequence[Change],
     upper: Path,
@@ -570,7 +571,6 @@ def _make_disk(
     directory.mkdir(parents=True)
     disk = directory / f"{name}.qcow2"
     disk_lib.create_overlay(disk, golden.raw)
-    part = disk_lib.partition(golden.raw, ROOT_PARTITION)
     with disk_lib.exported(disk, writable=True) as raw:
         with disk_lib.mounted(raw, part, directory / ".mnt", read_only=False) as root:
             _apply(found, upper, root)
