@@ -418,14 +418,14 @@ def _clone_and_map(clone_dir: Path, bmap_file: Path | None) -> tuple[Path, dict[
 
 def _device_identity(device: Path) -> tuple[str | None, str | None]:
     """Model and serial of a block device (lsblk), None for a file."""
-    import subprocess
+    from xnat_fleet.image import files
+    from xnat_fleet.image.write import WriteError
 
     if not device.is_block_device():
         return None, None
-    proc = subprocess.run(  # noqa: S603
-        ["lsblk", "-dno", "MODEL,SERIAL", "--json", str(device)],  # noqa: S607
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = files.run(
+        "lsblk", "-dno", "MODEL,SERIAL", "--json", str(device), error=WriteError, check=False
+    )
     try:
         dev = json.loads(proc.stdout)["blockdevices"][0]
     except (ValueError, KeyError, IndexError):
@@ -625,16 +625,19 @@ def boot(disk: Path, memory: int, timeout: int) -> None:
     """Boot a written disk (a file) under QEMU through UEFI to its login prompt, then power it
     off: a smoke test of a disk before it ships. Fails on a failed unit or a console prompt.
     The boot changes the disk (a clone's first boot runs)."""
-    from xnat_fleet.image import audit, qemu
+    from xnat_fleet.image import clone as clone_lib
+    from xnat_fleet.image import disk as disk_lib
+    from xnat_fleet.image import qemu
 
     # A clone's first boot (it has no machine id yet) is awaited to its end on the console.
+    # The root is looked at through a read-only mount, not copied out.
+    part = disk_lib.partition(disk, clone_lib.ROOT_PARTITION)
     scratch = Path(tempfile.mkdtemp(prefix="xnat-fleet-boot-"))
-    root = audit.RootFs(disk, scratch)
     try:
-        first = (root.read("/etc/machine-id") or b"").strip() == b"uninitialized"
-        personalised = root.read("/data/xnat/home/config/xnat-conf.properties") is not None
+        with disk_lib.mounted(disk, part, scratch / "root") as root:
+            first = (root / "etc/machine-id").read_text().strip() == "uninitialized"
+            personalised = (root / "data/xnat/home/config/xnat-conf.properties").is_file()
     finally:
-        root.close()
         shutil.rmtree(scratch, ignore_errors=True)
     ready = qemu.FIRST_BOOT_DONE if first and personalised else None
     err = Console(stderr=True, highlight=False)
