@@ -407,13 +407,19 @@ def _clone_of(path: Path) -> Path | None:
     return directory if any(directory.glob("*.clone.json")) else None
 
 
-def _clone_and_map(clone_dir: Path, bmap_file: Path | None) -> tuple[Path, dict[str, Any], Any]:
-    """A clone's qcow2, manifest and block map (its own, or --bmap)."""
+def _open_image(image_path: Path, bmap_file: Path | None) -> tuple[bool, Path, dict[str, Any], Any]:
+    """What write and verify read: (a clone?, its qcow2 or the raw image, its manifest, the
+    block map: its own, or --bmap). A raw image without a manifest has an empty one."""
     from xnat_fleet.image import bmap as bmap_lib
     from xnat_fleet.image import clone as clone_lib
 
-    qcow2, manifest = clone_lib.open_clone(clone_dir)
-    return qcow2, manifest, bmap_lib.read(bmap_file or qcow2.with_suffix(".bmap"))
+    clone_dir = _clone_of(image_path)
+    if clone_dir is not None:
+        qcow2, manifest = clone_lib.open_clone(clone_dir)
+        return True, qcow2, manifest, bmap_lib.read(bmap_file or qcow2.with_suffix(".bmap"))
+    raw, block_map = _image_and_map(image_path, bmap_file)
+    found = sorted(raw.parent.glob("*.manifest.json"))
+    return False, raw, json.loads(found[0].read_text()) if found else {}, block_map
 
 
 def _device_identity(device: Path) -> tuple[str | None, str | None]:
@@ -472,22 +478,15 @@ def write(
     from xnat_fleet.image import registry as registry_lib
     from xnat_fleet.image import write as write_lib
 
-    clone_dir = _clone_of(image_path)
+    is_clone, source, manifest, block_map = _open_image(image_path, bmap_file)
+    if "stand-in" in str(manifest.get("xnat_artifacts", "")) and not allow_standins:
+        raise FleetError(
+            f"{image_path}: built with the tests' stand-ins, NOT XNAT: such a disk must not "
+            "be shipped (--allow-standins writes it anyway, for demos and tests)"
+        )
     err = Console(stderr=True, highlight=False)
     with ExitStack() as stack:
-        manifest: dict[str, Any] = {}
-        if clone_dir is not None:
-            qcow2, manifest, block_map = _clone_and_map(clone_dir, bmap_file)
-            raw = stack.enter_context(disk_lib.exported(qcow2))
-        else:
-            raw, block_map = _image_and_map(image_path, bmap_file)
-            found = sorted(raw.parent.glob("*.manifest.json"))
-            manifest = json.loads(found[0].read_text()) if found else {}
-        if "stand-in" in str(manifest.get("xnat_artifacts", "")) and not allow_standins:
-            raise FleetError(
-                f"{image_path}: built with the tests' stand-ins, NOT XNAT: such a disk must not "
-                "be shipped (--allow-standins writes it anyway, for demos and tests)"
-            )
+        raw = stack.enter_context(disk_lib.exported(source)) if is_clone else source
         with _byte_progress(err) as bar:
             w = bar.add_task("write", total=block_map.mapped_bytes)
             v = bar.add_task("verify", total=block_map.mapped_bytes, start=False)
@@ -502,7 +501,7 @@ def write(
                 on_write=lambda n: bar.update(w, advance=n), on_verify=on_verify,
             )  # fmt: skip
     record = None
-    if clone_dir is not None and not result.bad_ranges:
+    if is_clone and not result.bad_ranges:
         directory = (inventory if inventory is not None else Path(manifest["inventory"])).resolve()
         if directory.is_file():
             directory = directory.parent
@@ -530,11 +529,7 @@ def verify(image_path: Path, device: Path, bmap_file: Path | None, as_json: bool
     from DEVICE and compare it."""
     from xnat_fleet.image import write as write_lib
 
-    clone_dir = _clone_of(image_path)
-    if clone_dir is not None:
-        _qcow2, _manifest, block_map = _clone_and_map(clone_dir, bmap_file)
-    else:
-        _raw, block_map = _image_and_map(image_path, bmap_file)
+    _is_clone, _source, _manifest, block_map = _open_image(image_path, bmap_file)
     if not device.exists():
         raise FleetError(f"{device}: no such device or file")
     err = Console(stderr=True, highlight=False)
