@@ -83,13 +83,19 @@ def _timed(argv: list[str]) -> float:
     return round(time.monotonic() - started, 1)
 
 
+def _published(args: argparse.Namespace) -> Path:
+    """--image, else the profile's latest published image."""
+    return Path(
+        args.image
+        or next((project_root() / "build" / "images").glob(f"*-relay-{args.profile}-latest"))
+    )
+
+
 def write_benchmark(args: argparse.Namespace) -> int:
     """Our writer (write + read-back) against dd of the whole image and bmaptool copy, on the
     same image, each to a fresh file on the same file system, each synced, each starting with
     the page cache dropped (as root)."""
-    published = args.image or next(
-        (project_root() / "build" / "images").glob(f"*-relay-{args.profile}-latest")
-    )
+    published = _published(args)
     raw = write_lib.find_image(published)
     block_map = bmap.read(write_lib.find_bmap(raw))
     work = Path(tempfile.mkdtemp(prefix="xf-bench-write-", dir=project_root() / "build"))
@@ -147,9 +153,7 @@ def clone_benchmark(args: argparse.Namespace) -> int:
     from xnat_fleet.image import clone as clone_lib
     from xnat_fleet.model.loader import load_fleet
 
-    published = args.image or next(
-        (project_root() / "build" / "images").glob(f"*-relay-{args.profile}-latest")
-    )
+    published = _published(args)
     source = InventorySource(args.inventory)
     relays = [h.name for h in load_fleet(source).relays if h.config.fleet_hardware == args.profile]
     output = Path(tempfile.mkdtemp(prefix="xf-bench-clone-", dir=project_root() / "build"))
