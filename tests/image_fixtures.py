@@ -8,12 +8,12 @@ reuses the base root and the converge; a fresh CI machine builds both.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import copy_example
 from xnat_fleet.image import build as build_lib
 from xnat_fleet.image import clone as clone_lib
 from xnat_fleet.model.loader import InventorySource
@@ -42,7 +42,7 @@ def two_nuc_inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     host side (10.50.100.2) is, so that the study's firewall admits SSH from it; matched by
     the MAC of QEMU's NIC."""
     inv = tmp_path_factory.mktemp("clone-inventory") / "example"
-    shutil.copytree(EXAMPLE, inv, symlinks=True)
+    copy_example(inv)
     site = inv / "host_vars" / "relay-leeds" / "site.yml"
     data = yaml.safe_load(site.read_text())
     data["fleet_hardware"] = "nuc"

@@ -251,11 +251,9 @@ def fake_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
 
 
 def _copy(tmp_path: Path, where: str) -> InventorySource:
-    import shutil
+    from tests.conftest import copy_example
 
-    target = tmp_path / where / "example"
-    shutil.copytree(EXAMPLE, target)
-    return InventorySource(target)
+    return InventorySource(copy_example(tmp_path / where / "example"))
 
 
 def test_lab_up_enrols_each_container_sets_its_apt_proxy_and_writes_an_ssh_overlay(
