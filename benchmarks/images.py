@@ -80,7 +80,7 @@ def _timed(argv: list[str]) -> float:
     _cold_cache()
     started = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True)  # noqa: S603 (our own argv)
-    return round(time.monotonic() - started, 1)
+    return round(time.monotonic() - started, 2)
 
 
 def _published(args: argparse.Namespace) -> Path:
@@ -91,44 +91,91 @@ def _published(args: argparse.Namespace) -> Path:
     )
 
 
-def write_benchmark(args: argparse.Namespace) -> int:
-    """Our writer (write + read-back) against dd of the whole image and bmaptool copy, on the
-    same image, each to a fresh file on the same file system, each synced, each starting with
-    the page cache dropped (as root)."""
-    published = _published(args)
-    raw = write_lib.find_image(published)
-    block_map = bmap.read(write_lib.find_bmap(raw))
-    work = Path(tempfile.mkdtemp(prefix="xf-bench-write-", dir=project_root() / "build"))
+def _sh(*argv: str, check: bool = True) -> str:
+    proc = subprocess.run(argv, check=check, capture_output=True, text=True)  # noqa: S603
+    return proc.stdout.strip()
+
+
+@contextmanager
+def _target(kind: str, work: Path, size: int) -> Any:
+    """Where one tool writes: ``file``, a new file next to the image (same virtual disk as the
+    image: the tools' reads and writes share its bandwidth); ``device``, a loop device over a
+    file in a tmpfs (a block device of its own, in RAM: a separate disk as when a relay's disk
+    sits in a dock, with nothing of the controller's disk in its way)."""
+    if kind == "file":
+        path = work / "target.img"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    ram = work / "ram"
+    ram.mkdir(exist_ok=True)
+    _sh("mount", "-t", "tmpfs", "-o", f"size={size + (64 << 20)}", "tmpfs", str(ram))
     try:
+        backing = ram / "disk"
+        with backing.open("wb") as f:
+            f.truncate(size)
+        dev = _sh("losetup", "--find", "--show", str(backing))
+        try:
+            yield Path(dev)
+        finally:
+            _sh("losetup", "--detach", dev, check=False)
+    finally:
+        _sh("umount", str(ram), check=False)
+
+
+def _write_round(raw: Path, bmap_file: Path, kind: str, work: Path) -> dict[str, Any]:
+    """Ours (write with read-back), dd of the whole image and bmaptool copy, each to a fresh
+    target of KIND, each starting with the page cache dropped."""
+    block_map = bmap.read(bmap_file)
+    size = block_map.image_size
+    with _target(kind, work, size) as target:
         _cold_cache()
-        ours = write_lib.write(raw, block_map, work / "ours.img")
-        dd = _timed(
-            ["dd", f"if={raw}", f"of={work / 'dd.img'}", "bs=4M", "conv=fsync", "status=none"]
-        )
-        bmaptool = _timed(
-            ["bmaptool", "copy", "--bmap", str(write_lib.find_bmap(raw)), str(raw),
-             str(work / "bmaptool.img")]
-        )  # fmt: skip
+        ours = write_lib.write(raw, block_map, target)
+    with _target(kind, work, size) as target:
+        dd = _timed(["dd", f"if={raw}", f"of={target}", "bs=4M", "conv=fsync", "status=none"])
+    with _target(kind, work, size) as target:
+        bmaptool = _timed(["bmaptool", "copy", "--bmap", str(bmap_file), str(raw), str(target)])
         _cold_cache()
         started = time.monotonic()
-        bad = write_lib.verify(block_map, work / "ours.img")
-        verify_again = round(time.monotonic() - started, 1)
+        bad = write_lib.verify(block_map, target)
+        verify_alone = round(time.monotonic() - started, 2)  # of bmaptool's copy
+    total = round(ours.write_seconds + ours.verify_seconds, 2)
+    return {
+        "target": kind,
+        "bytes_written": ours.bytes_written,
+        "ours_write_seconds": round(ours.write_seconds, 2),
+        "ours_read_back_after_seconds": round(ours.verify_seconds, 2),
+        "ours_total_seconds": total,
+        "dd_seconds": dd,
+        "bmaptool_copy_seconds": bmaptool,
+        "verify_alone_seconds": verify_alone,
+        "speedup_over_dd": round(dd / total, 2) if total else None,
+        "ours_over_bmaptool": round(total / bmaptool, 2) if bmaptool else None,
+        "verified": not ours.bad_ranges and not bad,
+    }
+
+
+def write_benchmark(args: argparse.Namespace) -> int:
+    """Our writer (write + read-back) against dd of the whole image and bmaptool copy, on the
+    same image in the same run, to both target kinds (_target), --runs times each."""
+    raw = write_lib.find_image(_published(args))
+    bmap_file = write_lib.find_bmap(raw)
+    block_map = bmap.read(bmap_file)
+    work = Path(tempfile.mkdtemp(prefix="xf-bench-write-", dir=project_root() / "build"))
+    rounds: list[dict[str, Any]] = []
+    try:
+        for _ in range(args.runs):
+            for kind in ("file", "device"):
+                rounds.append(_write_round(raw, bmap_file, kind, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mine = round(ours.write_seconds + ours.verify_seconds, 1)
     doc = {
         "image": str(raw),
         "image_bytes": block_map.image_size,
         "mapped_bytes": block_map.mapped_bytes,
-        "bytes_written": ours.bytes_written,
-        "ours_write_seconds": round(ours.write_seconds, 1),
-        "ours_verify_seconds": round(ours.verify_seconds, 1),
-        "ours_total_seconds": mine,
-        "verify_alone_seconds": verify_again,
-        "dd_seconds": dd,
-        "bmaptool_copy_seconds": bmaptool,
-        "speedup_over_dd": round(dd / mine, 2) if mine else None,
-        "verified": not ours.bad_ranges and not bad,
+        "rounds": rounds,
     }
     if args.as_json:
         print(json.dumps(doc, indent=2))
@@ -138,14 +185,19 @@ def write_benchmark(args: argparse.Namespace) -> int:
             f"write benchmark: {raw.name}, {block_map.image_size / mib:.0f} MiB image, "
             f"{block_map.mapped_bytes / mib:.0f} MiB mapped"
         )
-        print(
-            f"  ours      write {doc['ours_write_seconds']} s + read-back "
-            f"{doc['ours_verify_seconds']} s = {mine} s, {ours.bytes_written / mib:.0f} MiB written"
-        )
-        print(f"  dd        {dd} s (whole image, conv=fsync)")
-        print(f"  bmaptool  {bmaptool} s (copy, its own checksums while reading)")
-        print(f"  verify    {verify_again} s alone; ours is {doc['speedup_over_dd']}x dd")
-    return 0 if doc["verified"] else 1
+        print("  target   ours: write + read-back = total   dd       bmaptool  verify  x dd"
+              "   ours/bmaptool")  # fmt: skip
+        for r in rounds:
+            print(
+                f"  {r['target']:<7}  {r['ours_write_seconds']:>11} + "
+                f"{r['ours_read_back_after_seconds']:<9} = {r['ours_total_seconds']:<5}   "
+                f"{r['dd_seconds']:<7}  {r['bmaptool_copy_seconds']:<8}  "
+                f"{r['verify_alone_seconds']:<6}  {r['speedup_over_dd']:<5}  "
+                f"{r['ours_over_bmaptool']}"
+            )
+        print(f"  bytes written by ours: {rounds[0]['bytes_written'] if rounds else 0}")
+    return 0 if all(r["verified"] and r["bytes_written"] == block_map.mapped_bytes
+                    for r in rounds) else 1  # fmt: skip
 
 
 def clone_benchmark(args: argparse.Namespace) -> int:
@@ -203,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--image", type=Path, help="write/clone: the published image directory (default: latest)"
     )
+    p.add_argument("--runs", type=int, default=3, help="write: rounds per target kind")
     p.add_argument("--build-dir", type=Path, default=project_root() / "build" / "bench")
     p.add_argument("--json", action="store_true", dest="as_json")
     args = p.parse_args(argv)

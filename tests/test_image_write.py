@@ -6,6 +6,8 @@ cases use a loop device (root, as in CI)."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -202,3 +204,49 @@ def test_verify_of_a_target_that_ends_early_reports_the_missing_ranges(tmp_path:
     bad = write_lib.verify(made, target)
     assert bad and all(r.first * made.block_size >= 30 * MiB for r in bad)
     assert bad[-1] == made.ranges[-1]
+
+
+def test_a_bad_write_is_a_bad_target_range_not_a_corrupt_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-back finds what the medium holds: a byte that the target got wrong is reported
+    as that range of the target (the image, read again, is right), and the write goes on."""
+    image, made = _image(tmp_path / "relay.raw")
+    hit = made.ranges[1]
+    hit_at = hit.first * made.block_size
+    real_write = write_lib._Medium.write
+
+    def flaky(self: write_lib._Medium, buf: memoryview, pos: int) -> None:
+        if pos <= hit_at < pos + len(buf):
+            data = bytearray(buf)
+            data[hit_at - pos] ^= 0xFF
+            buf = memoryview(data)
+        real_write(self, buf, pos)
+
+    monkeypatch.setattr(write_lib._Medium, "write", flaky)
+    result = write_lib.write(image, made, tmp_path / "disk.img")
+    assert result.bad_ranges == [hit]
+    assert result.bytes_written == made.mapped_bytes
+
+
+def test_a_target_that_refuses_direct_io_is_written_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems open with O_DIRECT and then refuse the I/O (EINVAL; a FUSE export can):
+    the writer goes on with buffered writes, and still reads every range back."""
+    image, made = _image(tmp_path / "relay.raw")
+    real_pwritev = os.pwritev
+    refused: list[int] = []
+
+    def no_direct(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", no_direct)
+    target = tmp_path / "disk.img"
+    result = write_lib.write(image, made, target)
+    assert refused, "the direct write was never tried"
+    assert result.bad_ranges == [] and result.bytes_written == made.mapped_bytes
+    assert _sha(target) == _sha(image)

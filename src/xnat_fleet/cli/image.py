@@ -584,8 +584,8 @@ def _report(
             out.print(
                 f"wrote {written.bytes_written / mib:.0f} MiB of a {block_map.image_size / mib:.0f}"
                 f" MiB image to {escape(str(device))} in {written.write_seconds:.1f} s, read back"
-                f" in {written.verify_seconds:.1f} s ({written.bytes_written / mib / total:.0f}"
-                " MiB/s overall)"
+                f" alongside, done {written.verify_seconds:.1f} s after the last write"
+                f" ({written.bytes_written / mib / total:.0f} MiB/s overall)"
                 if total
                 else f"wrote {written.bytes_written} bytes to {escape(str(device))}"
             )
@@ -600,7 +600,8 @@ def _report(
         verdict = "[green]verified[/green]" if not bad else f"[red]{len(bad)} range(s) differ[/red]"
         out.print(
             f"{escape(str(device))}: {verdict}: {len(block_map.ranges)} mapped ranges, "
-            f"{block_map.mapped_bytes / mib:.0f} MiB read back in {seconds:.1f} s"
+            f"{block_map.mapped_bytes / mib:.0f} MiB read back"
+            + (f" in {seconds:.1f} s" if written is None else "")
         )
         if record is not None:
             out.print(

@@ -8,10 +8,19 @@ signature (``wipefs --all``, which also finds a backup GPT at the end of a reuse
 zeroes the target's first and last MiB, so no stale partition table is left where firmware or
 the kernel looks for one. The image is a raw file or its ``.zst`` (decompressed as a
 stream). Only the bmap's mapped ranges are written, in writes of up to ``CHUNK`` bytes
-aligned to the map's block size; each range read from the image is checked
-against the map's checksum while it is written (a corrupt image stops the write). The target is
-then synced and its cached pages dropped, and ``verify`` reads every mapped range back from the
-target and compares it with the map.
+aligned to the map's block size. Every ``SYNC_WINDOW`` bytes the target is synced, and that
+window is read back from the target and compared with the map's checksums while the next one
+is written: the read-back of a disk costs little more than its last window. Each byte is hashed
+once, as read back from the target; a range that differs there is read again from the image, and
+if the image itself differs from the map (a corrupt image, or the wrong map) the write stops and
+says so. A ``.zst`` image, a stream that cannot be read twice, is checked as it is decompressed.
+
+The target is written with direct I/O (``O_DIRECT``) where its file system or driver takes it:
+no copy into the page cache, no dirty pages, so the synced window is on the medium and none of
+it is cached. Reads (image and read-back) go through the page cache with readahead asked for
+ahead of the reader, which measured faster than direct reads on this project's machines; before
+a window is read back its cached pages are dropped, so the read-back reads the medium
+(docs/images.md, "Write and verify").
 
 Holes are never written: on a reused disk they keep old bytes, which is what bmaptool does too;
 the image's file systems do not read them (docs/images.md, "Write and verify").
@@ -19,8 +28,12 @@ the image's file systems do not read them (docs/images.md, "Write and verify").
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
+import mmap
 import os
 import queue
 import stat
@@ -30,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from xnat_fleet.errors import FleetError
 from xnat_fleet.image import bmap as bmap_lib
@@ -56,8 +69,8 @@ class Target:
 @dataclass
 class WriteResult:
     bytes_written: int
-    write_seconds: float
-    verify_seconds: float
+    write_seconds: float  # until the last byte was written and synced
+    verify_seconds: float  # the read-back after that (it runs alongside the write until then)
     bad_ranges: list[bmap_lib.BlockRange]
     wiped: list[str]  # the signatures removed
 
@@ -169,217 +182,471 @@ def wipe(target: Target) -> None:
         os.close(fd)
 
 
-def _drop_cache(fd: int) -> None:
-    """Forget the cached pages, so that a read-back reads the medium."""
-    os.fsync(fd)
-    if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+ALIGN = 4096  # direct I/O's alignment of offsets, lengths, buffers (every sector size divides)
+SYNC_WINDOW = 128 << 20  # written bytes between two syncs; each synced window is then read back
+_POOL = 6  # buffers of CHUNK bytes per stage that owns them
+_END = object()
 
 
-_DEPTH = 4  # chunks in flight between the pipeline's stages (4 x CHUNK each)
-_END = None
+class _Pipe:
+    """Threads joined by bounded queues, and one stop flag: every wait gives up within 0.1 s of
+    a stop (a stage failed or the caller left), so no thread is left blocked."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """A stage failed: the pipe stops, and its owner raises EXC."""
+        if self.error is None:
+            self.error = exc
+        self.stop.set()
+
+    def spawn(self, fn: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=fn, args=args, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def put(self, q: queue.Queue[Any], item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, q: queue.Queue[Any]) -> Any:
+        """The next item, or _END once the pipe stopped."""
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
 
 
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    """Put ITEM unless the pipeline stopped (the writer failed): never blocks for good."""
-    while not stop.is_set():
+def _pool() -> queue.Queue[mmap.mmap]:
+    """Page-aligned buffers (anonymous maps), as direct I/O needs them."""
+    free: queue.Queue[mmap.mmap] = queue.Queue()
+    for _ in range(_POOL):
+        free.put(mmap.mmap(-1, CHUNK))
+    return free
+
+
+Chunk = tuple[int, int, int]  # range index, offset, length
+
+
+class _Medium:
+    """A file or device, with a direct-I/O descriptor (``O_DIRECT``: past the page cache) where
+    its file system or driver takes it, and a buffered one. Writes go direct whenever offset and
+    length are multiples of ALIGN (no copy into the cache, no dirty pages to flush). Reads of a
+    block device go direct too (each read comes from the device). Reads of a regular file go
+    through the cache with readahead asked for ahead of the reader (``prefetch``), after the
+    span's cached pages were dropped (``forget``): on the machines measured that read faster
+    than direct reads of a file do (docs/images.md, "Write and verify")."""
+
+    def __init__(self, path: Path, flags: int) -> None:
+        self.fd = os.open(path, flags, 0o644)
+        self.block = stat.S_ISBLK(os.fstat(self.fd).st_mode)
+        self.direct: int | None = None
+        if self.block or flags & (os.O_WRONLY | os.O_RDWR):
+            with contextlib.suppress(OSError):
+                self.direct = os.open(path, (flags & ~(os.O_CREAT | os.O_EXCL)) | os.O_DIRECT)
+
+    def _buffered(self) -> None:
+        if self.direct is not None:
+            os.close(self.direct)
+            self.direct = None
+
+    def _io(self, op: Callable[[int, memoryview, int], int], buf: memoryview, pos: int,
+            direct_ok: bool) -> int:  # fmt: skip
+        done = 0
+        while done < len(buf):
+            aligned = (pos + done) % ALIGN == 0 and (len(buf) - done) % ALIGN == 0
+            fd = self.direct if direct_ok and aligned and self.direct is not None else self.fd
+            try:
+                n = op(fd, buf[done:], pos + done)
+            except OSError as exc:
+                if fd == self.fd or exc.errno != errno.EINVAL:
+                    raise
+                self._buffered()  # the file system takes no direct I/O after all
+                continue
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def read_into(self, buf: memoryview, pos: int) -> int:
+        """Bytes read into BUF from POS (fewer at the end of the medium)."""
+        return self._io(lambda fd, b, p: os.preadv(fd, [b], p), buf, pos, self.block)
+
+    def write(self, buf: memoryview, pos: int) -> None:
+        if self._io(lambda fd, b, p: os.pwritev(fd, [b], p), buf, pos, True) != len(buf):
+            raise WriteError(f"short write at byte {pos}")
+
+    def prefetch(self, chunk: Chunk) -> None:
+        """Ask for readahead of CHUNK (not for direct reads: they bypass the cache)."""
+        if hasattr(os, "posix_fadvise") and not (self.block and self.direct is not None):
+            os.posix_fadvise(self.fd, chunk[1], chunk[2], os.POSIX_FADV_WILLNEED)
+
+    def forget(self, start: int, length: int) -> None:
+        """Drop the cached pages of a span, so that reading it reads the medium."""
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
+
+    def close(self) -> None:
+        self._buffered()
+        os.close(self.fd)
+
+
+AHEAD = 2  # chunks of readahead asked for ahead of a reader
+
+
+def _ahead(medium: _Medium, chunks: list[Chunk], k: int) -> None:
+    """Before chunk K is read: readahead for the chunks up to K + AHEAD (each asked once)."""
+    for j in range(k if k == 0 else k + AHEAD, min(k + AHEAD, len(chunks) - 1) + 1):
+        medium.prefetch(chunks[j])
+
+
+def _chunks(block_map: bmap_lib.Bmap) -> list[Chunk]:
+    """Every mapped range cut into pieces of at most CHUNK bytes, in order."""
+    out: list[Chunk] = []
+    for i, r in enumerate(block_map.ranges):
+        start, length = r.byte_span(block_map.block_size, block_map.image_size)
+        for pos in range(start, start + length, CHUNK):
+            out.append((i, pos, min(CHUNK, start + length - pos)))
+    return out
+
+
+def _read_image(
+    image: Path, block_map: bmap_lib.Bmap, free: queue.Queue[mmap.mmap], out: queue.Queue[Any],
+    pipe: _Pipe,
+) -> None:  # fmt: skip
+    """Reader stage: the image's mapped chunks as (chunk, buffer); a ``.zst`` image is
+    decompressed as a stream (``zstd -dc``), its holes read and dropped (zeros decompress fast)."""
+    try:
+        if image.name.endswith(".zst"):
+            _read_zst(image, block_map, free, out, pipe)
+            return
+        medium = _Medium(image, os.O_RDONLY)
         try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+            chunks = _chunks(block_map)
+            for k, (i, pos, n) in enumerate(chunks):
+                buf = pipe.get(free)
+                if buf is _END:
+                    return
+                _ahead(medium, chunks, k)
+                if medium.read_into(memoryview(buf)[:n], pos) != n:
+                    raise WriteError(f"{image}: short read at byte {pos}")
+                if not pipe.put(out, ((i, pos, n), buf)):
+                    return
+        finally:
+            medium.close()
+        pipe.put(out, _END)
+    except BaseException as exc:  # handed down the pipe, raised by the writer
+        pipe.put(out, exc)
 
 
 def _read_zst(
-    image: Path, block_map: bmap_lib.Bmap, out: queue.Queue[Any], stop: threading.Event
-) -> None:
-    """Reader stage for a ``.zst`` image: decompressed as a stream (``zstd -dc``); the holes
-    between mapped ranges are read and dropped (zeros decompress fast), the ranges passed on."""
+    image: Path, block_map: bmap_lib.Bmap, free: queue.Queue[mmap.mmap], out: queue.Queue[Any],
+    pipe: _Pipe,
+) -> None:  # fmt: skip
     tool = files.require("zstd", WriteError)
     proc = subprocess.Popen(  # noqa: S603 (argv, no shell)
         [tool, "-dcq", str(image)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert proc.stdout is not None
+    stream = cast(io.BufferedReader, proc.stdout)
+
+    def fill(view: memoryview) -> int:
+        got = 0
+        while got < len(view):
+            n = stream.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        return got
+
     pos = 0
+    scratch = memoryview(bytearray(CHUNK))
     try:
-        for i, r in enumerate(block_map.ranges):
-            start, length = r.byte_span(block_map.block_size, block_map.image_size)
+        for i, start, n in _chunks(block_map):
             while pos < start:  # a hole
-                skipped = proc.stdout.read(min(CHUNK, start - pos))
+                skipped = fill(scratch[: min(CHUNK, start - pos)])
                 if not skipped:
                     raise WriteError(f"{image}: ends at byte {pos}, before the bmap's ranges do")
-                pos += len(skipped)
-            while pos < start + length and not stop.is_set():
-                n = min(CHUNK, start + length - pos)
-                chunk = proc.stdout.read(n)
-                if len(chunk) != n:
-                    raise WriteError(f"{image}: ends at byte {pos + len(chunk)}, inside a range")
-                if not _put(out, (i, pos, chunk), stop):
-                    return
-                pos += n
-        _put(out, _END, stop)
-    except BaseException as exc:
-        _put(out, exc, stop)
+                pos += skipped
+            buf = pipe.get(free)
+            if buf is _END:
+                return
+            got = fill(memoryview(buf)[:n])
+            if got != n:
+                raise WriteError(f"{image}: ends at byte {pos + got}, inside a range")
+            if not pipe.put(out, ((i, start, n), buf)):
+                return
+            pos += n
+        pipe.put(out, _END)
     finally:
         proc.kill()
         proc.wait()
 
 
-def _read_chunks(
-    image: Path, block_map: bmap_lib.Bmap, out: queue.Queue[Any], stop: threading.Event
-) -> None:
-    """Reader stage: every mapped range of IMAGE in chunks, as (range index, offset, bytes)."""
-    if image.name.endswith(".zst"):
-        _read_zst(image, block_map, out, stop)
-        return
-    try:
-        fd = os.open(image, os.O_RDONLY)
-        try:
-            for i, r in enumerate(block_map.ranges):
-                start, length = r.byte_span(block_map.block_size, block_map.image_size)
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
-                pos = start
-                while pos < start + length and not stop.is_set():
-                    n = min(CHUNK, start + length - pos)
-                    chunk = os.pread(fd, n, pos)
-                    if len(chunk) != n:
-                        raise WriteError(f"{image}: short read at byte {pos}")
-                    if not _put(out, (i, pos, chunk), stop):
-                        return
-                    pos += n
-        finally:
-            os.close(fd)
-        _put(out, _END, stop)
-    except BaseException as exc:  # handed to the writer, which raises it
-        _put(out, exc, stop)
+class _RangeHash:
+    """sha256 of whole ranges fed chunk by chunk, in order; ``feed`` returns the digest of a
+    range once its last chunk is in."""
+
+    def __init__(self, block_map: bmap_lib.Bmap) -> None:
+        self.block_map = block_map
+        self.index, self.digest, self.got = -1, hashlib.sha256(), 0
+
+    def feed(self, chunk: Chunk, data: memoryview) -> str | None:
+        index, _pos, n = chunk
+        if index != self.index:
+            self.index, self.digest, self.got = index, hashlib.sha256(), 0
+        self.digest.update(data)
+        self.got += n
+        r = self.block_map.ranges[index]
+        if self.got == r.byte_span(self.block_map.block_size, self.block_map.image_size)[1]:
+            return self.digest.hexdigest()
+        return None
 
 
-def _hash_chunks(
-    image: Path,
-    block_map: bmap_lib.Bmap,
-    inbox: queue.Queue[Any],
-    out: queue.Queue[Any],
-    stop: threading.Event,
-) -> None:
-    """Hash stage: each range's sha256 against the map; chunks passed on unchanged."""
-    current, digest = -1, hashlib.sha256()
+def _corrupt(image: Path, r: bmap_lib.BlockRange) -> WriteError:
+    return WriteError(
+        f"{image}: blocks {r.first}-{r.last} differ from the bmap's checksum "
+        "(a corrupt image or the wrong bmap); the target is incomplete"
+    )
 
-    def close(index: int) -> None:
-        r = block_map.ranges[index]
-        if digest.hexdigest() != r.sha256:
-            raise WriteError(
-                f"{image}: blocks {r.first}-{r.last} differ from the bmap's checksum "
-                "(a corrupt image or the wrong bmap); the target is incomplete"
-            )
 
+def _check_image(
+    image: Path, block_map: bmap_lib.Bmap, inbox: queue.Queue[Any], out: queue.Queue[Any],
+    pipe: _Pipe,
+) -> None:  # fmt: skip
+    """Hash stage of a ``.zst`` image (a stream: it cannot be read again to tell a corrupt
+    image from a bad target afterwards): each range against the map, chunks passed on."""
+    sums = _RangeHash(block_map)
     try:
         while True:
-            item = inbox.get()
+            item = pipe.get(inbox)
             if item is _END or isinstance(item, BaseException):
-                if item is _END and current >= 0:
-                    close(current)
-                _put(out, item, stop)
+                pipe.put(out, item)
                 return
-            index, _pos, chunk = item
-            if index != current:
-                if current >= 0:
-                    close(current)
-                current, digest = index, hashlib.sha256()
-            digest.update(chunk)
-            if not _put(out, item, stop):
+            chunk, buf = item
+            digest = sums.feed(chunk, memoryview(buf)[: chunk[2]])
+            r = block_map.ranges[chunk[0]]
+            if digest is not None and digest != r.sha256:
+                raise _corrupt(image, r)
+            if not pipe.put(out, item):
                 return
     except BaseException as exc:
-        _put(out, exc, stop)
+        pipe.put(out, exc)
 
 
-def write_ranges(
-    image: Path, block_map: bmap_lib.Bmap, target: Target, progress: Progress = lambda _n: None
-) -> int:
-    """Copy the mapped ranges of IMAGE to TARGET; bytes written. Reading, checking the image
-    against the map and writing run as a pipeline of three threads (file I/O and hashlib
-    release the GIL), so the write costs about as long as its slowest stage."""
+def _image_range_differs(image: Path, block_map: bmap_lib.Bmap, index: int) -> bool:
+    """Whether range INDEX of a raw IMAGE itself differs from the map (read again, only after
+    the target's copy of it differed: a corrupt image, not a bad target)."""
+    r = block_map.ranges[index]
+    start, length = r.byte_span(block_map.block_size, block_map.image_size)
+    digest = hashlib.sha256()
+    with image.open("rb") as f:
+        f.seek(start)
+        while length > 0:
+            data = f.read(min(CHUNK, length))
+            if not data:
+                return True
+            digest.update(data)
+            length -= len(data)
+    return digest.hexdigest() != r.sha256
+
+
+def _read_back(
+    medium: _Medium, free: queue.Queue[mmap.mmap], inbox: queue.Queue[Any],
+    out: queue.Queue[Any], pipe: _Pipe,
+) -> None:  # fmt: skip
+    """Read-back stage: batches of chunks (each batch already synced) read from the target, past
+    its page cache. After a short read (a target that ends early) or a read error, the batches
+    that follow are taken and not read: what was not read counts as differing."""
+    ended = False
+    try:
+        while True:
+            batch = pipe.get(inbox)
+            if batch is _END:
+                break
+            if ended or not batch:
+                continue
+            first, last = batch[0], batch[-1]
+            medium.forget(first[1], last[1] + last[2] - first[1])
+            for k, chunk in enumerate(batch):
+                buf = pipe.get(free)
+                if buf is _END:
+                    return
+                _ahead(medium, batch, k)
+                try:
+                    got = medium.read_into(memoryview(buf)[: chunk[2]], chunk[1])
+                except OSError:
+                    got = -1
+                if got != chunk[2]:
+                    free.put(buf)
+                    ended = True
+                    break
+                if not pipe.put(out, (chunk, buf)):
+                    return
+    finally:
+        pipe.put(out, _END)
+
+
+def _compare(
+    block_map: bmap_lib.Bmap, free: queue.Queue[mmap.mmap], inbox: queue.Queue[Any],
+    seen: dict[int, str], progress: Progress, on_bad: Callable[[int], None], pipe: _Pipe,
+) -> None:  # fmt: skip
+    """Compare stage: the sha256 of each range read back, into SEEN (range index -> digest);
+    ON_BAD is called with the index of a range that differs (it may raise: the pipe fails)."""
+    sums = _RangeHash(block_map)
+    try:
+        while True:
+            item = pipe.get(inbox)
+            if item is _END:
+                return
+            chunk, buf = item
+            digest = sums.feed(chunk, memoryview(buf)[: chunk[2]])
+            free.put(buf)
+            if digest is not None:
+                seen[chunk[0]] = digest
+                if digest != block_map.ranges[chunk[0]].sha256:
+                    on_bad(chunk[0])
+            progress(chunk[2])
+    except BaseException as exc:
+        pipe.fail(exc)
+
+
+def _verifier(
+    block_map: bmap_lib.Bmap, medium: _Medium, progress: Progress, pipe: _Pipe,
+    on_bad: Callable[[int], None] = lambda _i: None,
+) -> tuple[queue.Queue[Any], dict[int, str]]:  # fmt: skip
+    """Start the read-back and compare stages on MEDIUM; feed the returned queue batches of
+    synced chunks, then _END; the dict fills with each range's digest on the target."""
+    batches: queue.Queue[Any] = queue.Queue(maxsize=_POOL)
+    read: queue.Queue[Any] = queue.Queue(maxsize=_POOL)
+    free = _pool()
+    seen: dict[int, str] = {}
+    pipe.spawn(_read_back, medium, free, batches, read, pipe)
+    pipe.spawn(_compare, block_map, free, read, seen, progress, on_bad, pipe)
+    return batches, seen
+
+
+def _differing(block_map: bmap_lib.Bmap, seen: dict[int, str]) -> list[bmap_lib.BlockRange]:
+    return [r for i, r in enumerate(block_map.ranges) if seen.get(i) != r.sha256]
+
+
+def _join(pipe: _Pipe) -> None:
+    """Wait for the verifier's stages to finish their work (they end on _END)."""
+    for thread in pipe.threads:
+        thread.join()
+
+
+@dataclass
+class _Written:
+    bytes_written: int
+    write_seconds: float
+    bad_ranges: list[bmap_lib.BlockRange]
+
+
+def _write_and_read_back(
+    image: Path,
+    block_map: bmap_lib.Bmap,
+    target: Target,
+    on_write: Progress,
+    on_verify: Progress,
+) -> _Written:
+    """Copy the mapped ranges of IMAGE to TARGET and read each synced window back while the
+    next is written. Stages (threads; file I/O and hashlib release the GIL): read the image
+    (for a ``.zst``, also check it against the map), write (this thread; a sync every
+    SYNC_WINDOW bytes), read the synced window back, compare it with the map. Each byte is
+    hashed once, on the target: a range that differs there is checked again in the raw image,
+    and a corrupt image stops the write, named."""
     if not image.name.endswith(".zst") and image.stat().st_size != block_map.image_size:
         raise WriteError(
             f"{image}: {image.stat().st_size} bytes, its bmap says {block_map.image_size}"
         )
-    flags = os.O_WRONLY | (0 if target.existed else os.O_CREAT | os.O_EXCL)
-    out = os.open(target.path, flags, 0o644)
-    written = 0
-    stop = threading.Event()
-    read_q: queue.Queue[Any] = queue.Queue(maxsize=_DEPTH)
-    hashed_q: queue.Queue[Any] = queue.Queue(maxsize=_DEPTH)
-    workers = [
-        threading.Thread(target=_read_chunks, args=(image, block_map, read_q, stop), daemon=True),
-        threading.Thread(
-            target=_hash_chunks, args=(image, block_map, read_q, hashed_q, stop), daemon=True
-        ),
-    ]
+    flags = os.O_RDWR | (0 if target.existed else os.O_CREAT | os.O_EXCL)
+    medium = _Medium(target.path, flags)
+    pipe = _Pipe()
+    started = time.monotonic()
+
+    def on_bad(index: int) -> None:
+        if not image.name.endswith(".zst") and _image_range_differs(image, block_map, index):
+            raise _corrupt(image, block_map.ranges[index])
+
     try:
         if not target.block and target.size < block_map.image_size:
-            os.ftruncate(out, block_map.image_size)  # a new file disk: sparse, the image's size
-        for w in workers:
-            w.start()
+            os.ftruncate(medium.fd, block_map.image_size)  # a new file disk: sparse, full size
+        free = _pool()
+        read: queue.Queue[Any] = queue.Queue(maxsize=_POOL)
+        pipe.spawn(_read_image, image, block_map, free, read, pipe)
+        if image.name.endswith(".zst"):
+            checked: queue.Queue[Any] = queue.Queue(maxsize=_POOL)
+            pipe.spawn(_check_image, image, block_map, read, checked, pipe)
+            read = checked
+        batches, seen = _verifier(block_map, medium, on_verify, pipe, on_bad)
+        written, batch, unsynced = 0, [], 0
         while True:
-            item = hashed_q.get()
+            item = pipe.get(read)
             if item is _END:
                 break
             if isinstance(item, BaseException):
                 raise item
-            _index, pos, chunk = item
-            done = 0
-            while done < len(chunk):
-                done += os.pwrite(out, memoryview(chunk)[done:], pos + done)
-            written += len(chunk)
-            progress(len(chunk))
-        _drop_cache(out)
+            chunk, buf = item
+            medium.write(memoryview(buf)[: chunk[2]], chunk[1])
+            free.put(buf)
+            written += chunk[2]
+            on_write(chunk[2])
+            batch.append(chunk)
+            unsynced += chunk[2]
+            if unsynced >= SYNC_WINDOW:
+                os.fdatasync(medium.fd)
+                pipe.put(batches, batch)
+                batch, unsynced = [], 0
+        if pipe.error is None:
+            os.fsync(medium.fd)
+        write_seconds = time.monotonic() - started
+        pipe.put(batches, batch)
+        pipe.put(batches, _END)
+        _join(pipe)
+        if pipe.error is not None:
+            raise pipe.error
+        return _Written(written, write_seconds, _differing(block_map, seen))
     finally:
-        stop.set()  # the stages see it within 0.1 s, also when their queue is full
-        for w in workers:
-            if w.is_alive():
-                w.join(timeout=5)
-        os.close(out)
-    return written
+        pipe.close()
+        medium.close()
 
 
 def verify(
     block_map: bmap_lib.Bmap, target: Path, progress: Progress = lambda _n: None
 ) -> list[bmap_lib.BlockRange]:
-    """The mapped ranges whose bytes on TARGET differ from the map, read from the medium (its
-    cached pages dropped first) by a reader thread while this one hashes."""
-    fd = os.open(target, os.O_RDONLY)
+    """The mapped ranges whose bytes on TARGET differ from the map, read from the medium (past
+    the page cache) by a reader thread while another hashes."""
+    medium = _Medium(target, os.O_RDONLY)
+    pipe = _Pipe()
     try:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        batches, seen = _verifier(block_map, medium, progress, pipe)
+        everything = _chunks(block_map)
+        for start in range(0, len(everything), SYNC_WINDOW // CHUNK):
+            pipe.put(batches, everything[start : start + SYNC_WINDOW // CHUNK])
+        pipe.put(batches, _END)
+        _join(pipe)
+        if pipe.error is not None:
+            raise pipe.error
+        return _differing(block_map, seen)
     finally:
-        os.close(fd)
-    inbox: queue.Queue[Any] = queue.Queue(maxsize=_DEPTH)
-    stop = threading.Event()
-    reader = threading.Thread(
-        target=_read_chunks, args=(target, block_map, inbox, stop), daemon=True
-    )
-    reader.start()
-    seen: dict[int, str] = {}  # range index -> sha256 of what the target holds (whole ranges)
-    current, digest, got = -1, hashlib.sha256(), 0
-    try:
-        while True:
-            item = inbox.get()
-            if item is _END or isinstance(item, BaseException):
-                break  # a short read (a target that ends early): the rest counts as differing
-            index, _pos, chunk = item
-            if index != current:
-                current, digest, got = index, hashlib.sha256(), 0
-            digest.update(chunk)
-            got += len(chunk)
-            r = block_map.ranges[index]
-            if got == r.byte_span(block_map.block_size, block_map.image_size)[1]:
-                seen[index] = digest.hexdigest()
-            progress(len(chunk))
-    finally:
-        stop.set()
-        reader.join(timeout=5)
-    return [r for i, r in enumerate(block_map.ranges) if seen.get(i) != r.sha256]
+        pipe.close()
+        medium.close()
 
 
 def write(
@@ -391,17 +658,17 @@ def write(
     on_write: Progress = lambda _n: None,
     on_verify: Progress = lambda _n: None,
 ) -> WriteResult:
-    """Check, wipe, write the mapped ranges, sync, read back (module docstring)."""
+    """Check, wipe, write the mapped ranges and read them back (module docstring)."""
     target = inspect(device)
     found = check(target, block_map, force)
     if target.existed:
         wipe(target)
     started = time.monotonic()
-    written = write_ranges(image, block_map, target, on_write)
-    write_seconds = time.monotonic() - started
-    started = time.monotonic()
-    bad = verify(block_map, device, on_verify)
-    return WriteResult(written, write_seconds, time.monotonic() - started, bad, found)
+    done = _write_and_read_back(image, block_map, target, on_write, on_verify)
+    total = time.monotonic() - started
+    return WriteResult(
+        done.bytes_written, done.write_seconds, total - done.write_seconds, done.bad_ranges, found
+    )
 
 
 def find_bmap(image: Path) -> Path:
