@@ -42,8 +42,8 @@ demo-down: bootstrap
 	xnat-fleet lab down -i $(INVENTORY)
 
 lint: bootstrap
-	ruff check src tests benchmarks plugins
-	ruff format --check src tests benchmarks plugins
+	ruff check src tests benchmarks plugins roles/storage/files
+	ruff format --check src tests benchmarks plugins roles/storage/files
 	mypy
 	yamllint -s .
 	ansible-lint --profile production

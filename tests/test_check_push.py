@@ -33,6 +33,8 @@ def _add_york(inv: ScratchInventory, **host_vars: object) -> None:
     }
     york.update(host_vars)
     inv.dump("host_vars/relay-york.yml", {k: v for k, v in york.items() if v is not None})
+    # every relay has its own data volume passphrase (roles/storage), in the vault
+    inv.inline_vault("host_vars/relay-york.yml", "vault_storage_recovery_passphrase", "york-" * 6)
 
 
 def test_a_new_relay_is_admitted_on_the_central_host_without_editing_it(

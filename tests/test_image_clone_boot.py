@@ -4,9 +4,9 @@ A clone is written with `xnat-fleet image write` to a file disk larger than the 
 records it in the study's registry; the disk boots under QEMU (TCG, OVMF) through UEFI to a
 login prompt with no failed unit; it is the clone itself (host name, SSH host key, a machine
 id of its own); paramiko accepts it trusting only the registry's keys and refuses it trusting
-another relay's; its first boot grew the root, ran once and started Tomcat behind the closed
-XNAT gate; the second boot does not run it again; and a first boot cut off half-way (a power
-cut) completes on the next boot.
+another relay's; its first boot grew the root, made the data partition, ran once and started
+Tomcat behind the closed XNAT gate; the second boot does not run it again; and a first boot
+cut off half-way (a power cut) completes on the next boot.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from xnat_fleet.image import registry as registry_lib
 
 pytestmark = pytest.mark.image
 MEMORY_MIB = 3072
-DISK_BYTES = 5 << 30  # a disk larger than the 4 GiB image: the first boot grows the root
+# A disk larger than the 4 GiB image: the first boot grows the root and makes the data
+# partition (1 GiB at least: roles/storage) on the rest.
+DISK_BYTES = 6 << 30
 
 
 def _free_port() -> int:
@@ -120,9 +122,10 @@ def test_written_clone_boots_as_itself_and_is_trusted_by_the_registry(
         verdicts["registry"] = _host_key_verdict(port, trusted, tmp_path)
         verdicts["other relay's keys"] = _host_key_verdict(port, impostor, tmp_path)
 
+    box = tmp_path / "tpm"  # the NUC's TPM2, to which its data volume is bound
     first = qemu.boot(
         disk, tmp_path, memory_mib=MEMORY_MIB, nic=_nic(port), while_up=reach,
-        ready=qemu.FIRST_BOOT_DONE,
+        ready=qemu.FIRST_BOOT_DONE, tpm=box,
     )  # fmt: skip
     assert "relay-leeds login:" in first.console
     assert verdicts == {"registry": "trusted", "other relay's keys": "bad host key"}, verdicts
@@ -138,9 +141,12 @@ def test_written_clone_boots_as_itself_and_is_trusted_by_the_registry(
         k["key"] for k in leeds.manifest["ssh_host_keys"] if k["type"] == "ssh-ed25519"
     )
     part = disk_lib.partition(disk, clone_lib.ROOT_PARTITION)
-    assert part.offset + part.size > DISK_BYTES - (64 << 20)  # grown to the disk's end
+    data = disk_lib.partition(disk, "relay-data")  # the storage role's data partition
+    assert part.size > leeds.manifest["size_bytes"] - (300 << 20)  # the root grew
+    assert data.offset >= part.offset + part.size
+    assert data.offset + data.size > DISK_BYTES - (64 << 20)  # the data takes the rest
 
-    second = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, nic=_nic(_free_port()))
+    second = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, nic=_nic(_free_port()), tpm=box)
     assert "relay-leeds login:" in second.console
     root = audit.RootFs(disk, tmp_path / "r2")
     again = (root.read("/var/lib/xnat-fleet/first-boot.runs") or b"").decode().splitlines()
@@ -158,7 +164,8 @@ def test_a_first_boot_cut_off_half_way_completes_on_the_next(
     part = disk_lib.partition(disk, clone_lib.ROOT_PARTITION)
     with disk_lib.mounted(disk, part, tmp_path / "m", read_only=False) as root:
         (root / "etc/xnat-fleet/first-boot-cut").write_text("storage")
-    qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, powers_off=True)
+    box = tmp_path / "tpm"
+    qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, powers_off=True, tpm=box)
     root_fs = audit.RootFs(disk, tmp_path / "r1")
     cut = (root_fs.read("/var/lib/xnat-fleet/first-boot.runs") or b"").decode().splitlines()
     uncommitted = (root_fs.read("/etc/machine-id") or b"").decode().strip()
@@ -166,7 +173,7 @@ def test_a_first_boot_cut_off_half_way_completes_on_the_next(
     assert [r.split(" ", 1)[1] for r in cut] == ["started", "cut after storage"], cut
     assert uncommitted == "uninitialized"  # systemd never reached first-boot-complete.target
 
-    boot = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, ready=qemu.FIRST_BOOT_DONE)
+    boot = qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, ready=qemu.FIRST_BOOT_DONE, tpm=box)
     assert "relay-leeds login:" in boot.console
     root_fs = audit.RootFs(disk, tmp_path / "r2")
     runs = (root_fs.read("/var/lib/xnat-fleet/first-boot.runs") or b"").decode().splitlines()

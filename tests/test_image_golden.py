@@ -88,7 +88,9 @@ def test_no_per_site_value_and_nothing_waits_for_the_site(golden: build_lib.Buil
         d for d in ("etc", "data", "var/lib", "opt", "usr/local", "root") if (tree / d).is_dir()
     ]
     found = subprocess.run(
-        ["grep", "-rIlF", "--devices=skip", *args, *where],
+        # whole words: a site id is not found in a longer word (KINGS in smartmontools'
+        # drive database's KINGSTON)
+        ["grep", "-rIlFw", "--devices=skip", *args, *where],
         cwd=tree, capture_output=True, text=True,
     )  # fmt: skip
     assert found.returncode == 1, f"per-site values in: {found.stdout}"

@@ -617,10 +617,15 @@ def _report(
 @click.argument("disk", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--memory", default=3072, show_default=True, help="Guest memory in MiB.")
 @click.option("--timeout", default=600, show_default=True, help="Seconds to reach a login prompt.")
-def boot(disk: Path, memory: int, timeout: int) -> None:
+@click.option(
+    "--tpm/--no-tpm", default=True, show_default=True,
+    help="Give the guest a TPM2 (swtpm; a NUC clone binds its data volume to it).",
+)  # fmt: skip
+def boot(disk: Path, memory: int, timeout: int, tpm: bool) -> None:
     """Boot a written disk (a file) under QEMU through UEFI to its login prompt, then power it
     off: a smoke test of a disk before it ships. Fails on a failed unit or a console prompt.
-    The boot changes the disk (a clone's first boot runs)."""
+    The boot changes the disk (a clone's first boot runs). The guest has a TPM2 (swtpm) whose
+    state lives next to the disk (DISK.tpm/): the same box at every boot of that disk."""
     from xnat_fleet.image import clone as clone_lib
     from xnat_fleet.image import disk as disk_lib
     from xnat_fleet.image import qemu
@@ -638,7 +643,10 @@ def boot(disk: Path, memory: int, timeout: int) -> None:
     ready = qemu.FIRST_BOOT_DONE if first and personalised else None
     err = Console(stderr=True, highlight=False)
     with err.status(f"booting {escape(disk.name)} (QEMU, TCG, no network)", spinner="dots"):
-        result = qemu.boot(disk, disk.parent, timeout=timeout, memory_mib=memory, ready=ready)
+        result = qemu.boot(
+            disk, disk.parent, timeout=timeout, memory_mib=memory, ready=ready,
+            tpm=disk.parent / f"{disk.name}.tpm" if tpm else None,
+        )  # fmt: skip
     login = next(
         (line for line in result.console.splitlines() if " login:" in line), "login prompt"
     )

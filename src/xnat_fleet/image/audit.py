@@ -277,6 +277,8 @@ class RootFs:
 
     def __init__(self, image: Path, work: Path) -> None:
         roots = [p for p in partitions(image) if p.type != ESP_TYPE]
+        if len(roots) > 1:  # a booted clone: the storage role's data partition follows the root
+            roots = [p for p in roots if p.name == "root"]
         if len(roots) != 1:
             raise AuditError(f"{image}: expected one root partition besides the ESP")
         work.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,7 @@ PER_RELAY_SECRETS = (
     "vault_xnat_db_password",
     "vault_xnat_admin_password",
     "vault_xnat_service_password",
+    "vault_storage_recovery_passphrase",
 )
 # What the personalisation container leaves that is not the relay's: the mount points podman
 # makes, Ansible's scratch space and Python's byte code. Never copied into a clone.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,11 +61,13 @@ def _text(data: object) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else ""
 
 
-def requirements() -> list[str]:
-    """What this machine lacks to boot images (empty when it can)."""
+def requirements(tpm: bool = False) -> list[str]:
+    """What this machine lacks to boot images (empty when it can); ``tpm``: with a TPM2."""
     missing = []
     if shutil.which("qemu-system-x86_64") is None:
         missing.append("qemu-system-x86_64 (Debian package qemu-system-x86)")
+    if tpm and shutil.which("swtpm") is None:
+        missing.append("swtpm (Debian package swtpm)")
     for f in (OVMF_CODE, OVMF_VARS):
         if not f.is_file():
             missing.append(f"{f} (Debian package ovmf)")
@@ -99,6 +102,8 @@ def boot(
     while_up: Callable[[], None] | None = None,
     powers_off: bool = False,
     ready: re.Pattern[bytes] | None = None,
+    tpm: Path | None = None,
+    failed_units: bool = False,
 ) -> Boot:
     """Boot ``image`` to its login prompt, then power it off; what the console showed.
 
@@ -106,8 +111,12 @@ def boot(
     ``while_up`` runs once the login prompt is there and units have settled, before the power
     button (tests reach the guest over ``nic`` then). ``powers_off``: the guest is expected to
     power itself off (a first boot cut off on purpose). ``ready``: after the login prompt, also
-    wait for this console line (e.g. :data:`FIRST_BOOT_DONE`) before the units settle."""
-    missing = requirements()
+    wait for this console line (e.g. :data:`FIRST_BOOT_DONE`) before the units settle.
+    ``tpm``: the state directory of a TPM2 (swtpm) for the guest: the same directory is the same
+    box's TPM at every boot, another one is another box. ``failed_units``: a ``[FAILED]`` line
+    is expected (e.g. a data volume that must not open on another box) and does not fail the
+    boot; the console still shows it."""
+    missing = requirements(tpm=tpm is not None)
     if missing:
         raise BootError("cannot boot images here, missing: " + ", ".join(missing))
     work.mkdir(parents=True, exist_ok=True)
@@ -126,6 +135,14 @@ def boot(
     ]  # fmt: skip
     for disk in extra_disks or []:
         args += ["-drive", f"file={disk},format=raw,if=virtio"]
+    swtpm = None
+    if tpm is not None:
+        swtpm, sock = _start_swtpm(tpm, work / f"{image.name}.swtpm")
+        args += [
+            "-chardev", f"socket,id=chrtpm,path={sock}",
+            "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
+        ]  # fmt: skip
+    prompts = {k: v for k, v in PROMPTS.items() if not (failed_units and k == "failed unit")}
     child = pexpect.spawn("qemu-system-x86_64", args, timeout=timeout, maxread=65536)
     started = time.monotonic()
     try:
@@ -136,11 +153,11 @@ def boot(
             if which != 0:
                 raise BootError(f"{image.name}: did not power off; console:\n{console[-3000:]}")
             return Boot(time.monotonic() - started, console)
-        patterns: list[Any] = [LOGIN, *PROMPTS.values(), pexpect.EOF, pexpect.TIMEOUT]
+        patterns: list[Any] = [LOGIN, *prompts.values(), pexpect.EOF, pexpect.TIMEOUT]
         which = child.expect(patterns)
         console = _text(child.before) + _text(child.after)
         if which != 0:
-            names = ["login", *PROMPTS]
+            names = ["login", *prompts]
             reason = (
                 names[which]
                 if which < len(names)
@@ -172,3 +189,38 @@ def boot(
         if child.isalive():
             child.terminate(force=True)
         monitor.unlink(missing_ok=True)
+        if swtpm is not None:
+            _stop(swtpm)
+
+
+def _start_swtpm(state: Path, base: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A TPM2 emulator on a UNIX socket, its state in STATE (made on first use)."""
+    state.mkdir(parents=True, exist_ok=True)
+    sock = base.with_name(base.name + ".sock")
+    sock.unlink(missing_ok=True)
+    log = base.with_name(base.name + ".log")
+    proc = subprocess.Popen(  # noqa: S603 (argv list)
+        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",  # noqa: S607
+         "--ctrl", f"type=unixio,path={sock}", "--terminate", "--log", f"file={log}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            _stop(proc)
+            raise BootError(f"swtpm did not start for {state}: {err.strip()}")
+        time.sleep(0.05)
+    return proc, sock
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr:
+        proc.stderr.close()

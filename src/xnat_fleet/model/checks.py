@@ -433,13 +433,15 @@ def push_addresses(
                 )
 
 
-def required_secrets(c: HostConfig) -> dict[str, str]:
+def required_secrets(c: HostConfig, relay: bool = False) -> dict[str, str]:
     """vault variable -> what it is for, for the features this host's configuration enables."""
     needed = {
         "vault_xnat_admin_password": "XNAT admin password",
         "vault_xnat_service_password": "XNAT service account password",
         "vault_xnat_db_password": "XNAT database password",
     }
+    if relay:  # its encrypted data volume (roles/storage, docs/storage.md)
+        needed["vault_storage_recovery_passphrase"] = "recovery passphrase of the data volume"  # noqa: S105
     # Names of vault variables, not secrets themselves (hence the S105 waivers).
     if c.fleet_smtp.username:
         needed["vault_smtp_password"] = "SMTP login of fleet_smtp.username"  # noqa: S105
@@ -519,7 +521,7 @@ def secrets(
     host: str, c: HostConfig, variables: Mapping[str, Any], inv: LoadedInventory
 ) -> Iterator[Problem]:
     groups = ["all", *sorted(g for g, members in inv.groups.items() if host in members)]
-    for var, purpose in required_secrets(c).items():
+    for var, purpose in required_secrets(c, relay="relays" in groups).items():
         value = variables.get(var)
         if not isinstance(value, str) or not value:
             yield Problem((host,), var, f"required secret missing ({purpose}); add it to the vault")

@@ -1,0 +1,159 @@
+"""The storage role's tool (roles/storage/files/xnat_fleet_storage.py) on this machine.
+
+What runs without a disk of its own: the layout plan of the single-disk profile, reading
+/proc/mdstat, the configuration's validation, the free-space verdicts and the boot check's
+decision. The tool's disk work (partitions, LUKS2 with a TPM2, ext4) runs in the boot tests
+(tests/test_image_storage_boot.py), where the guest has a kernel of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "roles/storage/files/xnat_fleet_storage.py"
+GIB = 1 << 30
+MIB_SECTORS = 2048
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("xnat_fleet_storage", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["xnat_fleet_storage"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+st = _load()
+
+
+def _disk(gib: int, root_end_mib: int) -> tuple[Any, Any]:
+    esp = st.Part("vda1", 1, MIB_SECTORS, 256 * MIB_SECTORS)
+    root = st.Part("vda2", 2, 257 * MIB_SECTORS, (root_end_mib - 257) * MIB_SECTORS)
+    return st.Disk("vda", gib * GIB // 512, [esp, root]), root
+
+
+def test_root_grows_to_its_size_and_the_data_takes_the_rest() -> None:
+    disk, root = _disk(64, 4095)
+    cfg = st.Config(root_size=32 * GIB, data_min_size=GIB)
+    plan = st.plan_single(disk, root, cfg)
+    assert plan.grows_root
+    assert (plan.root_end - root.start) * 512 == 32 * GIB
+    assert plan.data_start == plan.root_end and plan.data_start % MIB_SECTORS == 0
+    assert plan.data_start + plan.data_size == disk.usable_end
+    assert disk.sectors - disk.usable_end >= 34  # room for the backup GPT
+
+
+def test_a_small_disk_keeps_the_least_data_size_and_a_smaller_one_is_refused() -> None:
+    disk, root = _disk(6, 4095)
+    plan = st.plan_single(disk, root, st.Config(root_size=32 * GIB, data_min_size=GIB))
+    assert plan.data_size * 512 == GIB  # the root grew only as far as the data allows
+    assert plan.root_end > root.end
+    small, root = _disk(5, 4200)
+    with pytest.raises(st.StorageError, match=r"no room for a data partition of at least 1024 MiB"):
+        st.plan_single(small, root, st.Config(root_size=32 * GIB, data_min_size=GIB))
+
+
+def test_the_root_never_shrinks_and_must_be_the_last_partition() -> None:
+    disk, root = _disk(64, 40 * 1024)  # built larger than root_size
+    plan = st.plan_single(disk, root, st.Config(root_size=32 * GIB))
+    assert not plan.grows_root and plan.data_start == root.end
+    after = st.Part("vda3", 3, root.end, MIB_SECTORS)
+    with pytest.raises(st.StorageError, match="not the last one"):
+        st.plan_single(st.Disk("vda", disk.sectors, [*disk.parts, after]), root, st.Config())
+
+
+MDSTAT = """Personalities : [raid1] [raid6] [raid5] [raid4]
+md1 : active raid6 sdd1[3] sdc1[2] sdb1[1]
+      16758784 blocks super 1.2 level 6, 512k chunk, algorithm 2 [4/3] [UUU_]
+      [==>..................]  recovery = 12.6% (1056768/8379392) finish=0.6min speed=211353K/sec
+
+md0 : active raid1 vdb2[1] vda2[0](F)
+      4189184 blocks super 1.0 [2/1] [_U]
+
+md2 : active raid1 vde1[1] vdf1[0]
+      1046528 blocks super 1.2 [2/2] [UU]
+
+unused devices: <none>
+"""
+
+
+def test_mdstat_names_degraded_arrays_failed_members_and_rebuilds() -> None:
+    arrays = {a["name"]: a for a in st.md_arrays(MDSTAT)}
+    assert arrays["md1"]["level"] == "raid6" and arrays["md1"]["degraded"]
+    assert arrays["md1"]["health"] == "[UUU_]" and "recovery = 12.6%" in arrays["md1"]["rebuild"]
+    assert arrays["md0"]["failed"] == ["vda2"] and arrays["md0"]["degraded"]
+    assert not arrays["md2"]["degraded"] and arrays["md2"]["members"] == ["vde1", "vdf1"]
+
+
+def test_configuration_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "storage.json"
+    path.write_text(json.dumps({"layout": "single", "colour": "blue"}))
+    with pytest.raises(st.StorageError, match=r"storage.json: unknown keys colour"):
+        st.Config.load(path)
+    path.write_text(json.dumps({"space_warn_percent": 95, "space_alarm_percent": 90}))
+    with pytest.raises(st.StorageError, match="space_warn_percent <= space_alarm_percent"):
+        st.Config.load(path)
+    path.write_text("{")
+    with pytest.raises(st.StorageError, match="not JSON"):
+        st.Config.load(path)
+    path.write_text(json.dumps({"layout": "single", "root_size": 2 * GIB}))
+    assert st.Config.load(path).root_size == 2 * GIB
+    assert st.main(["check-config", str(path)]) == 0
+
+
+def _cfg(tmp_path: Path, **kw: Any) -> Any:
+    return st.Config(
+        data_mount=str(tmp_path / "data"), state_file=str(tmp_path / "state.json"),
+        status_file=str(tmp_path / "status.json"), **kw,
+    )  # fmt: skip
+
+
+def test_free_space_verdicts_follow_the_thresholds(tmp_path: Path) -> None:
+    used = st.space("/", st.Config())["used_percent"]
+    assert 0 < used < 100
+    warn = st.space("/", st.Config(space_warn_percent=max(1, int(used) - 1)))
+    assert warn["level"] == "warn"
+    alarm = st.space("/", st.Config(space_warn_percent=1, space_alarm_percent=max(1, int(used))))
+    assert alarm["level"] == "alarm"
+    report = st.status(_cfg(tmp_path, space_warn_percent=1, space_alarm_percent=100))
+    assert report["verdict"] == "warn" and report["reasons"][0].startswith("/ is ")
+
+
+def test_the_boot_check_waits_for_the_layout_then_insists_on_the_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alerts: list[tuple[str, str]] = []
+    monkeypatch.setattr(st, "alert", lambda subject, body, cfg: alerts.append((subject, body)))
+    monkeypatch.setattr(st, "run", lambda *a, **k: st.subprocess.CompletedProcess(a, 0, "", ""))
+    cfg = _cfg(tmp_path, encrypt=True)
+    assert st.check_boot(cfg) == 0 and not alerts  # before the first boot laid it out
+    st.save_state(cfg, {"applied": "2026-12-03T00:00:00Z"})
+    assert st.check_boot(cfg) == 1
+    subject, body = alerts[0]
+    assert "is not mounted, XNAT stays stopped" in subject
+    assert "relay-data is not open" in body and "recovery passphrase" in body
+    report = st.status(cfg)
+    assert report["verdict"] == "fail" and f"{cfg.data_mount} is not mounted" in report["reasons"]
+
+
+def test_a_line_of_crypttab_or_fstab_is_replaced_not_repeated(tmp_path: Path) -> None:
+    tab = tmp_path / "crypttab"
+    tab.write_text("# comment\nother UUID=1 none luks\nrelay-data UUID=old none luks\n")
+    applier = st.Applier(_cfg(tmp_path), dry_run=False, recovery_key=None)
+    st.replace_line(tab, "relay-data", "relay-data UUID=new none luks,tpm2-device=auto", applier)
+    st.replace_line(tab, "relay-data", "relay-data UUID=new none luks,tpm2-device=auto", applier)
+    assert tab.read_text().splitlines() == [
+        "# comment", "other UUID=1 none luks", "relay-data UUID=new none luks,tpm2-device=auto",
+    ]  # fmt: skip
+    assert applier.actions == ["write relay-data to " + str(tab)]
+    dry = st.Applier(_cfg(tmp_path), dry_run=True, recovery_key=None)
+    st.replace_line(tab, "relay-data", "relay-data UUID=newer none luks", dry)
+    assert "UUID=newer" not in tab.read_text() and dry.actions
