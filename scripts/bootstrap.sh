@@ -11,6 +11,7 @@ apt_packages=(podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dn
 # The relay image pipeline (docs/images.md): GPT, ESP, ext4, boot loader, bmap, compression, and
 # QEMU with UEFI firmware for the boot test (without recommends: no desktop libraries).
 image_packages=(fdisk dosfstools mtools e2fsprogs systemd-boot-efi bmap-tools zstd qemu-utils swtpm swtpm-tools
+  mdadm  # reads back the md member superblock a mirrored root gets (tests/test_image_mdsuper.py)
   qemu-system-x86 ovmf)
 
 missing_of() {

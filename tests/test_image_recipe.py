@@ -25,10 +25,26 @@ def test_the_shipped_profiles_are_valid(profile: str) -> None:
 
 def test_supermicro_takes_what_it_does_not_set_from_nuc() -> None:
     nuc, sm = recipe.load("nuc"), recipe.load("supermicro")
-    assert sm.seal == nuc.seal and sm.identity == nuc.identity and sm.disk == nuc.disk
+    assert sm.seal == nuc.seal and sm.identity == nuc.identity and sm.disk.size == nuc.disk.size
+    # its own disk: the root is a mirror member of fixed size, the NUC's grows
+    sm_root, nuc_root = sm.disk.partitions[1], nuc.disk.partitions[1]
+    assert sm_root.md_mirror and not sm_root.grow_on_first_boot
+    assert nuc_root.grow_on_first_boot and not nuc_root.md_mirror
     assert sm.boot.consoles[0] == "ttyS1,115200n8" != nuc.boot.consoles[0]
     assert "mdadm" in sm.packages.base and "mdadm" not in nuc.packages.base
     assert sm.digest() != nuc.digest()
+
+
+def test_only_a_fixed_size_ext4_root_can_be_a_mirror_member(tmp_path: Path) -> None:
+    _copy(tmp_path)
+    text = (tmp_path / "supermicro.yml").read_text()
+    (tmp_path / "supermicro.yml").write_text(
+        text.replace(
+            "      md_mirror: true", "      md_mirror: true\n      grow_on_first_boot: true"
+        )
+    )
+    with pytest.raises(recipe.RecipeError, match="md_mirror and grow_on_first_boot"):
+        recipe.load("supermicro", tmp_path)
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -49,14 +65,19 @@ def test_a_yaml_error_names_file_line_and_column(tmp_path: Path) -> None:
 def test_a_bad_field_names_file_line_and_field(tmp_path: Path) -> None:
     d = _copy(tmp_path)
     text = (d / "nuc.yml").read_text().replace("size: 256MiB", "size: 256MB")
+    text = text.replace("components: [main, non-free-firmware]", "components: 7")
     (d / "nuc.yml").write_text(text)
     line = next(i for i, x in enumerate(text.splitlines(), 1) if "size: 256MB" in x)
-    # Through supermicro too: the error names the file that holds the bad value.
-    for profile in ("nuc", "supermicro"):
-        with pytest.raises(recipe.RecipeError) as info:
-            recipe.load(profile, d)
-        assert f"nuc.yml:{line}: disk.partitions.0.size:" in str(info.value)
-        assert "256MB" in str(info.value)
+    with pytest.raises(recipe.RecipeError) as info:
+        recipe.load("nuc", d)
+    assert f"nuc.yml:{line}: disk.partitions.0.size:" in str(info.value)
+    assert "256MB" in str(info.value)
+    # Through supermicro (its own disk, nuc's components): the error names the file that holds
+    # the bad value.
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "components: 7" in x)
+    with pytest.raises(recipe.RecipeError) as info:
+        recipe.load("supermicro", d)
+    assert f"nuc.yml:{line}: components" in str(info.value) and "256MB" not in str(info.value)
 
 
 def test_an_unknown_profile_lists_the_known_ones(tmp_path: Path) -> None:

@@ -157,3 +157,100 @@ def test_a_line_of_crypttab_or_fstab_is_replaced_not_repeated(tmp_path: Path) ->
     dry = st.Applier(_cfg(tmp_path), dry_run=True, recovery_key=None)
     st.replace_line(tab, "relay-data", "relay-data UUID=newer none luks", dry)
     assert "UUID=newer" not in tab.read_text() and dry.actions
+
+
+# -- layout pool: which disks, and which are left alone ------------------------------------
+
+
+def _bd(name: str, gib: int, rotational: bool, sigs: list[str] | None = None,
+        labels: list[str] | None = None) -> Any:  # fmt: skip
+    return st.BlockDisk(
+        name, gib * GIB, rotational, f"/dev/disk/by-id/ata-DISK_{name}", sigs or [], labels or []
+    )
+
+
+def _box(*extra: Any) -> list[Any]:
+    return [
+        _bd("sda", 120, False, ["gpt partition table"], ["esp", "root"]),  # SSD A (boot)
+        _bd("sdb", 120, False),  # SSD B
+        *[_bd(n, 4000, True) for n in ("sdc", "sdd", "sde", "sdf")],
+        *extra,
+    ]
+
+
+def test_the_rule_takes_blank_rotational_disks_and_leaves_a_foreign_one_alone() -> None:
+    foreign = _bd("sdg", 4000, True, ["gpt partition table", "sdg1: ext4 (scans)"], [""])
+    small = _bd("sdh", 0, True)
+    choice = st.choose_pool_disks(_box(foreign, small), {"sda", "sdb"}, st.Config(layout="pool"))
+    assert [d.name for d in choice.disks] == ["sdc", "sdd", "sde", "sdf"]
+    why = {d.name: reason for d, reason in choice.skipped}
+    assert "left untouched" in why["sdg"] and "ext4 (scans)" in why["sdg"]
+    assert "smaller than" in why["sdh"]
+    assert set(why) == {"sdg", "sdh"}  # the SSD B was a boot disk, not a candidate
+
+
+def test_with_a_foreign_disk_among_four_there_is_no_pool_unless_wipe_names_it() -> None:
+    disks = _box()
+    disks[5] = _bd("sdf", 4000, True, ["xfs (old-archive)"])
+    cfg = st.Config(layout="pool")
+    choice = st.choose_pool_disks(disks, {"sda", "sdb"}, cfg)
+    assert len(choice.disks) == 3 and choice.skipped[0][0].name == "sdf"
+    wipe = st.Config(layout="pool", wipe=["/dev/disk/by-id/ata-DISK_sdf"])
+    assert len(st.choose_pool_disks(disks, {"sda", "sdb"}, wipe).disks) == 4
+
+
+def test_disks_of_this_pool_are_chosen_again_and_named_disks_must_all_be_usable() -> None:
+    disks = _box()
+    for d in disks[2:]:
+        d.signatures, d.part_labels = (
+            ["gpt partition table", "x1: linux_raid_member"],
+            ["relay-pool"],
+        )
+    choice = st.choose_pool_disks(disks, {"sda", "sdb"}, st.Config(layout="pool"))
+    assert len(choice.disks) == 4 and all(st.is_pool_member(d) for d in choice.disks)
+    named = [f"/dev/disk/by-id/ata-DISK_{n}" for n in ("sdc", "sdd", "sde", "sdg")]
+    with pytest.raises(st.StorageError, match="ata-DISK_sdg is not attached"):
+        st.choose_pool_disks(disks, set(), st.Config(layout="pool", pool_disks=named))
+    disks[3].signatures, disks[3].part_labels = ["ext4"], []
+    named[3] = "/dev/disk/by-id/ata-DISK_sdf"
+    with pytest.raises(st.StorageError, match="cannot all be used: .*ata-DISK_sdd: holds ext4"):
+        st.choose_pool_disks(disks, {"sda", "sdb"}, st.Config(layout="pool", pool_disks=named))
+
+
+def test_the_mirror_disk_is_the_one_other_ssd_or_the_named_one() -> None:
+    disks = _box()
+    cfg = st.Config(layout="pool")
+    assert st.choose_mirror_disk(disks, disks[0], 10 * GIB, cfg).name == "sdb"
+    with pytest.raises(st.StorageError, match="exactly one more SSD of at least 204800 MiB"):
+        st.choose_mirror_disk(disks, disks[0], 200 * GIB, cfg)
+    two = [*disks, _bd("sdi", 240, False)]
+    with pytest.raises(st.StorageError, match="found .*ata-DISK_sdb, .*ata-DISK_sdi"):
+        st.choose_mirror_disk(two, disks[0], 10 * GIB, cfg)
+    named = st.Config(layout="pool", mirror_disk="/dev/disk/by-id/ata-DISK_sdi")
+    assert st.choose_mirror_disk(two, disks[0], 10 * GIB, named).name == "sdi"
+
+
+def test_pool_settings_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "storage.json"
+    for raw, message in (
+        ({"layout": "pool", "pool_level": "raid5"}, "pool_level 'raid5' is not raid6 or raid10"),
+        ({"layout": "pool", "pool_level": "raid10", "pool_disk_count": 5}, "even pool_disk_count"),
+        ({"layout": "pool", "pool_disks": ["/dev/sdc"] * 4}, "named by /dev/disk/by-id/"),
+        ({"layout": "pool", "pool_disks": ["/dev/disk/by-id/a"]}, "names 1 disks"),
+    ):
+        path.write_text(json.dumps(raw))
+        with pytest.raises(st.StorageError, match=message):
+            st.Config.load(path)
+    path.write_text(json.dumps({"layout": "pool"}))
+    cfg = st.Config.load(path)
+    assert cfg.device_timeout == "90s" and cfg.pool_volume == "/dev/relaypool/data"
+
+
+def test_mdadm_conf_needs_known_keywords_and_a_mail_address(tmp_path: Path) -> None:
+    conf = tmp_path / "mdadm.conf"
+    conf.write_text("# x\nHOMEHOST <system>\nMAILADDR root\n")
+    assert st.check_mdadm_conf(conf) == 0
+    conf.write_text("HOMEHOST <system>\n")
+    assert st.check_mdadm_conf(conf) == 1
+    conf.write_text("MAILADDR root\nMAILTO root\n")
+    assert st.check_mdadm_conf(conf) == 1

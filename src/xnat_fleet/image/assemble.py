@@ -7,7 +7,9 @@ needed beyond what owns the tree's files.
 2. the root as its own ext4 file, populated from the tree by ``mkfs.ext4 -d``;
 3. a sparse disk file with a GPT written by ``sfdisk`` (1 MiB aligned; backup GPT at the end);
 4. both file systems copied into the disk at their offsets, data extents only, so the holes stay
-   holes (and the bmap lists only what holds data).
+   holes (and the bmap lists only what holds data);
+5. a mirrored root (``md_mirror``, the Supermicro profile) gets an md RAID1 member superblock
+   at its partition's end (:mod:`xnat_fleet.image.mdsuper`), its file system ending before it.
 
 Every build gets fresh UUIDs: disk GUID, partition GUIDs, the ext4 UUID and the FAT volume id.
 The tree's ``/etc/fstab`` names the file systems by those UUIDs and the kernel command line the
@@ -26,7 +28,7 @@ from pathlib import Path
 import jinja2
 
 from xnat_fleet.errors import FleetError
-from xnat_fleet.image import files
+from xnat_fleet.image import files, mdsuper
 from xnat_fleet.image.recipe import MiB, Recipe
 from xnat_fleet.paths import project_root
 
@@ -37,6 +39,8 @@ GPT_TYPES = {
 }
 ALIGN = MiB
 ENTRY = "xnat-fleet"
+# The mirrored root's md name: homehost "any" makes every relay assemble it as /dev/md/root.
+MD_ROOT_NAME = "any:root"
 SYSTEMD_BOOT = "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 Progress = Callable[[str], None]
 
@@ -55,6 +59,12 @@ class PartitionPlan:
     fs_uuid: str  # ext4 UUID, or the FAT volume id as XXXX-XXXX
     filesystem: str
     label: str
+    md_mirror: bool = False
+
+    @property
+    def fs_size(self) -> int:
+        """The file system's size: the partition's, less an md member's tail (mdsuper)."""
+        return mdsuper.data_size(self.size) if self.md_mirror else self.size
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,7 @@ def plan(recipe: Recipe) -> DiskPlan:
                 fs_uuid,
                 p.filesystem,
                 p.label,
+                p.md_mirror,
             )
         )
         offset += length
@@ -231,7 +242,7 @@ def make_root(tree: Path, disk: DiskPlan, work: Path) -> Path:
     path = work / "root.img"
     path.unlink(missing_ok=True)
     with path.open("wb") as f:
-        f.truncate(root.size)
+        f.truncate(root.fs_size)
     # -d copies the tree with its owners and modes; no journal check at a relay's first mount
     # is needed (-E lazy_itable_init keeps the image small).
     _run(
@@ -282,7 +293,14 @@ def assemble(
     if proc.returncode != 0:
         raise AssembleError(f"sfdisk failed: {proc.stderr.strip()}")
     files.copy_extents(esp, output, offset=disk.by_type("esp").start)
-    files.copy_extents(root, output, offset=disk.by_type("linux-root-x86-64").start)
+    root_part = disk.by_type("linux-root-x86-64")
+    files.copy_extents(root, output, offset=root_part.start)
+    if root_part.md_mirror:
+        progress("md RAID1 member superblock (format 1.0) at the root partition's end")
+        member = mdsuper.raid1_member(root_part.size, MD_ROOT_NAME)
+        with output.open("r+b") as f:
+            f.seek(root_part.start + member.super_offset)
+            f.write(member.block)
     esp.unlink()
     root.unlink()
     return disk

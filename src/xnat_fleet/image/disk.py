@@ -132,8 +132,13 @@ def mounted(
     ).strip()  # fmt: skip
     try:
         mountpoint.mkdir(parents=True, exist_ok=True)
+        # A mirrored root (md format 1.0, the superblock at its end) shows as an md member to
+        # blkid; the ext4 inside starts at the partition's start, so it is mounted by type.
+        kind = files.run("blkid", "-p", "-o", "value", "-s", "TYPE", loop, error=DiskError,
+                         check=False).stdout.strip()  # fmt: skip
+        by_type = ["-t", "ext4"] if kind == "linux_raid_member" else []
         # noload: a read-only mount replays no journal (the golden image stays bit for bit)
-        _run("mount", "-o", "ro,noload" if read_only else "rw", loop, str(mountpoint))
+        _run("mount", *by_type, "-o", "ro,noload" if read_only else "rw", loop, str(mountpoint))
         try:
             yield mountpoint
         finally:

@@ -52,6 +52,9 @@ class Partition(Strict):
     filesystem: Literal["vfat", "ext4"]
     label: str = Field(max_length=11)
     grow_on_first_boot: bool = False
+    # The root only: one member of an md RAID1 (format 1.0, the superblock at the partition's
+    # end); the storage role adds the second boot disk at first boot (docs/storage.md).
+    md_mirror: bool = False
 
     @field_validator("size")
     @classmethod
@@ -85,6 +88,14 @@ class Disk(Strict):
             raise ValueError("only the last partition may take the rest of the disk")
         if len({p.name for p in v}) != len(v) or len({p.label for p in v}) != len(v):
             raise ValueError("partition names and labels must be unique")
+        for p in v:
+            if p.md_mirror and (p.type != "linux-root-x86-64" or p.filesystem != "ext4"):
+                raise ValueError(f"partition {p.name}: md_mirror is for the ext4 root only")
+            if p.md_mirror and p.grow_on_first_boot:
+                raise ValueError(
+                    f"partition {p.name}: a mirrored root keeps its size (md_mirror and "
+                    "grow_on_first_boot exclude each other)"
+                )
         return v
 
     @property

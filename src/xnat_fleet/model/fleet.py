@@ -420,6 +420,33 @@ class XnatSettings(Strict):
     allow_untested_plugins: bool = False  # accept plugin versions the version matrix does not list
 
 
+ById = Annotated[str, Field(pattern=r"^/dev/disk/by-id/[^/\s]+$")]
+
+
+class StorageSettings(Strict):
+    """A relay's disks beyond what its hardware profile decides (docs/storage.md). The
+    Supermicro's data pool: its RAID level, its disks by id (default: chosen at first boot by
+    rule), the second boot SSD, the SSD cache; disks whose old contents may be destroyed."""
+
+    pool_level: Literal["raid6", "raid10"] = "raid6"
+    pool_disks: list[ById] = Field(default=[], max_length=16)
+    mirror_disk: ById | None = None
+    cache: bool = True
+    wipe: list[ById] = []
+
+    @model_validator(mode="after")
+    def _disks(self) -> StorageSettings:
+        if self.pool_disks and len(self.pool_disks) < 4:
+            raise ValueError("pool_disks: a RAID6 or RAID10 pool needs at least 4 disks")
+        if self.pool_level == "raid10" and len(self.pool_disks) % 2:
+            raise ValueError("pool_disks: RAID10 needs an even number of disks")
+        if len(set(self.pool_disks)) != len(self.pool_disks):
+            raise ValueError("pool_disks: a disk is named twice")
+        if self.mirror_disk and self.mirror_disk in self.pool_disks:
+            raise ValueError("mirror_disk is also a pool disk")
+        return self
+
+
 class HostConfig(Strict):
     """All ``fleet_*`` variables one host sees (study-wide ones from group_vars/all included)."""
 
@@ -435,6 +462,7 @@ class HostConfig(Strict):
     fleet_artifacts: Artifacts
     fleet_plugins: list[str] = []  # names of fleet_artifacts.plugins this host runs
     fleet_hardware: Literal["nuc", "supermicro"]
+    fleet_storage: StorageSettings = StorageSettings()
     fleet_fqdn: HostName | None = None  # name in URLs and certificates; default: inventory name
     fleet_ssh_port: Port = 22
     # relays: the network the clone configures (xnat-fleet image clone); default: DHCP on any
