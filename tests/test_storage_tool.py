@@ -213,7 +213,7 @@ def test_disks_of_this_pool_are_chosen_again_and_named_disks_must_all_be_usable(
         st.choose_pool_disks(disks, set(), st.Config(layout="pool", pool_disks=named))
     disks[3].signatures, disks[3].part_labels = ["ext4"], []
     named[3] = "/dev/disk/by-id/ata-DISK_sdf"
-    with pytest.raises(st.StorageError, match="cannot all be used: .*ata-DISK_sdd: holds ext4"):
+    with pytest.raises(st.StorageError, match=r"cannot all be used: .*ata-DISK_sdd: holds ext4"):
         st.choose_pool_disks(disks, {"sda", "sdb"}, st.Config(layout="pool", pool_disks=named))
 
 
@@ -224,7 +224,7 @@ def test_the_mirror_disk_is_the_one_other_ssd_or_the_named_one() -> None:
     with pytest.raises(st.StorageError, match="exactly one more SSD of at least 204800 MiB"):
         st.choose_mirror_disk(disks, disks[0], 200 * GIB, cfg)
     two = [*disks, _bd("sdi", 240, False)]
-    with pytest.raises(st.StorageError, match="found .*ata-DISK_sdb, .*ata-DISK_sdi"):
+    with pytest.raises(st.StorageError, match=r"found .*ata-DISK_sdb, .*ata-DISK_sdi"):
         st.choose_mirror_disk(two, disks[0], 10 * GIB, cfg)
     named = st.Config(layout="pool", mirror_disk="/dev/disk/by-id/ata-DISK_sdi")
     assert st.choose_mirror_disk(two, disks[0], 10 * GIB, named).name == "sdi"
