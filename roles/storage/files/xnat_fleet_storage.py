@@ -983,7 +983,7 @@ class PoolLayout:
                 continue
             if self.a.act(f"add {label} to the UEFI boot order"):
                 run(["efibootmgr", "--quiet", "--create", "--disk", disk.path, "--part", "1",
-                     "--label", label, "--loader", "\\\\EFI\\\\BOOT\\\\BOOTX64.EFI"],
+                     "--label", label, "--loader", "\\EFI\\BOOT\\BOOTX64.EFI"],
                     check=False)  # fmt: skip
 
     def cache_array(self, boot_a: BlockDisk, boot_b: BlockDisk) -> None:

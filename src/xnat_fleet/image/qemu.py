@@ -45,6 +45,16 @@ PROMPTS = {
 }
 
 
+@dataclass(frozen=True)
+class Drive:
+    """A disk on the guest's SCSI bus (virtio-scsi), as a box's SATA disks look to Linux: by
+    serial number in /dev/disk/by-id, rotational (a hard disk) or not (an SSD)."""
+
+    path: Path
+    serial: str
+    ssd: bool = False
+
+
 class BootError(FleetError):
     """QEMU or OVMF is missing, or the guest did not boot to a login prompt."""
 
@@ -104,6 +114,9 @@ def boot(
     ready: re.Pattern[bytes] | None = None,
     tpm: Path | None = None,
     failed_units: bool = False,
+    drives: list[Drive] | None = None,
+    serial: int = 0,
+    fw_cfg: dict[str, str] | None = None,
 ) -> Boot:
     """Boot ``image`` to its login prompt, then power it off; what the console showed.
 
@@ -115,7 +128,11 @@ def boot(
     ``tpm``: the state directory of a TPM2 (swtpm) for the guest: the same directory is the same
     box's TPM at every boot, another one is another box. ``failed_units``: a ``[FAILED]`` line
     is expected (e.g. a data volume that must not open on another box) and does not fail the
-    boot; the console still shows it."""
+    boot; the console still shows it. ``drives``: the box's disks on a SCSI bus instead of
+    ``image`` on virtio (``image`` then only names the box: its UEFI variables, its monitor);
+    the firmware boots the first one it can. ``serial``: the UART the guest's console is on
+    (the Supermicro's BMC is on the second, ttyS1). ``fw_cfg``: strings the guest reads under
+    /sys/firmware/qemu_fw_cfg/by_name/ (switches for test probes)."""
     missing = requirements(tpm=tpm is not None)
     if missing:
         raise BootError("cannot boot images here, missing: " + ", ".join(missing))
@@ -129,10 +146,24 @@ def boot(
         "-machine", "q35", "-accel", "tcg", "-m", str(memory_mib), "-smp", "2",
         "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,file={variables}",
-        "-drive", f"file={image},format=raw,if=virtio",
-        "-nic", nic or "none", "-display", "none", "-serial", "stdio",
+        "-nic", nic or "none", "-display", "none",
+        *(["-serial", "null"] * serial), "-serial", "stdio",
         "-monitor", f"unix:{monitor},server,nowait",
     ]  # fmt: skip
+    if drives is None:
+        args += ["-drive", f"file={image},format=raw,if=virtio"]
+    else:
+        args += ["-device", "virtio-scsi-pci,id=scsi0"]
+        for n, d in enumerate(drives):
+            # zeros written become holes: a resyncing mirror does not fill the host's disk
+            args += [
+                "-drive", f"file={d.path},format=raw,if=none,id=d{n},discard=unmap,"
+                "detect-zeroes=unmap",
+                "-device", f"scsi-hd,drive=d{n},bus=scsi0.0,serial={d.serial},"
+                f"rotation_rate={1 if d.ssd else 7200},bootindex={n + 1}",
+            ]  # fmt: skip
+    for name, value in (fw_cfg or {}).items():
+        args += ["-fw_cfg", f"name=opt/{name},string={value}"]
     for disk in extra_disks or []:
         args += ["-drive", f"file={disk},format=raw,if=virtio"]
     swtpm = None
