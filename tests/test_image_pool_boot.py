@@ -125,7 +125,8 @@ def _clone(inventory: Path, golden: build_lib.BuildResult, out: str) -> clone_li
 
 
 def _write(clone: clone_lib.CloneResult, disk: Path) -> None:
-    disk.unlink(missing_ok=True)
+    """The clone onto DISK, over whatever it held (as on a real SSD: beyond the image's
+    extents the old contents stay)."""
     subprocess.run(["truncate", "-s", str(SSD_BYTES), str(disk)], check=True)
     result = CliRunner().invoke(
         cli, ["image", "write", str(clone.directory), "--device", str(disk), "--allow-standins"]

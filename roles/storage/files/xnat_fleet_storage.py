@@ -824,8 +824,10 @@ class PoolLayout:
         if self.a.dry_run and not Path(device).exists():
             self.a.act(f"make LUKS2 on {device}, ext4 inside, mount it on {self.cfg.data_mount}")
             return
+        if not self.a.dry_run and not Path(device).exists():
+            # an existing volume that did not activate is never made again
+            run(["lvchange", "--activate", "y", device.removeprefix("/dev/")])
         if self.cfg.encrypt:
-            self.a.state.setdefault("data_partition", Path(device).name)
             self.a.encrypt(device)
         self.a.filesystem()
         self.a.mount()
@@ -843,12 +845,18 @@ class PoolLayout:
     def assemble_existing(self) -> None:
         """Start this relay's pool and cache arrays if the boot has not (a degraded one too)."""
         for name in (POOL_ARRAY, CACHE_ARRAY):
-            if Path(array_path(name)).exists():
+            path = array_path(name)
+            if Path(path).exists():
+                state = SYS / "block" / Path(os.path.realpath(path)).name / "md/array_state"
+                inactive = state.exists() and state.read_text().strip() in ("inactive", "clear")
+                # a degraded array waits for md's last-resort timer: start it now
+                if inactive and self.a.act(f"start the degraded {name} array"):
+                    run(["mdadm", "--run", path])
                 continue
             found = run(["blkid", "-o", "device", "-t", f"LABEL=any:{name}",
                          "-t", "TYPE=linux_raid_member"], check=False).stdout.split()  # fmt: skip
             if found and self.a.act(f"assemble the existing {name} array from {', '.join(found)}"):
-                run(["mdadm", "--assemble", "--run", array_path(name), *found])
+                run(["mdadm", "--assemble", "--run", path, *found])
         if Path(array_path(POOL_ARRAY)).exists() and not self.a.dry_run:
             run(["vgchange", "--activate", "y", self.cfg.volume_group], check=False)
 
@@ -877,10 +885,8 @@ class PoolLayout:
             )
             run(["partx", "--add", "--nr", str(number), a.path])
             run(["udevadm", "settle"])
-            made = partition_by_label(read_disk(a.name), CACHE_LABEL)
-            if made is None:
+            if partition_by_label(read_disk(a.name), CACHE_LABEL) is None:
                 raise StorageError(f"{a.path}: the cache partition did not appear")
-            run(["wipefs", "--all", "--quiet", made.path])
         return size * SECTOR
 
     def mirror(self, a: Disk, root_part: Part, root: str, b: BlockDisk) -> None:
@@ -914,14 +920,16 @@ class PoolLayout:
                 if self.a.act(f"forget the stale mirror half on {root_b.path}"):
                     run(["mdadm", "--zero-superblock", root_b.path])
             if self.a.act(f"add {root_b.path} to the root mirror {root} (it resyncs)"):
+                if not Path(SYS / "block" / Path(root).name / "md/bitmap").is_dir():
+                    # a write-intent bitmap: a member back after a crash resyncs what changed
+                    proc = run(["mdadm", "--grow", root, "--bitmap=internal"], check=False)
+                    if proc.returncode:
+                        log(f"no write-intent bitmap on {root}: {proc.stderr.strip()}")
                 run(["wipefs", "--all", "--quiet", root_b.path])
                 run(["mdadm", root, "--add", root_b.path])
         raid_disks = int(md_detail(root).get("MD_DEVICES", "1"))
         if raid_disks < 2 and self.a.act(f"make {root} a two-disk mirror"):
             run(["mdadm", "--grow", root, "--raid-devices=2"])
-            proc = run(["mdadm", "--grow", root, "--bitmap=internal"], check=False)
-            if proc.returncode:
-                log(f"no write-intent bitmap on {root}: {proc.stderr.strip()}")
         self.boot_entries(a, b_disk)
 
     def release(self, disk: Disk) -> None:
@@ -997,6 +1005,7 @@ class PoolLayout:
         if not Path(path).exists():
             if self.a.act(f"make the cache mirror {path} of {', '.join(parts)}"):
                 for p in parts:
+                    self.stop_arrays_on(Path(p).name)  # a stale half from before a re-image
                     run(["wipefs", "--all", "--quiet", p])
                 run(["mdadm", "--create", path, "--run", "--metadata=1.2", "--level=1",
                      "--raid-devices=2", "--homehost=any", f"--name={CACHE_ARRAY}",
@@ -1005,6 +1014,7 @@ class PoolLayout:
         have = {f"/dev/{m}" for m in self.members(path)}
         for p in parts:
             if p not in have and self.a.act(f"add {p} to the cache mirror {path}"):
+                self.stop_arrays_on(Path(p).name)  # a stale half from before a re-image
                 run(["wipefs", "--all", "--quiet", p])
                 run(["mdadm", path, "--add", p])
 

@@ -163,7 +163,7 @@ def boot(
                 f"rotation_rate={1 if d.ssd else 7200},bootindex={n + 1}",
             ]  # fmt: skip
     for name, value in (fw_cfg or {}).items():
-        args += ["-fw_cfg", f"name=opt/{name},string={value}"]
+        args += ["-fw_cfg", f"name=opt/{name},string={value.replace(',', ',,')}"]  # QEMU's escape
     for disk in extra_disks or []:
         args += ["-drive", f"file={disk},format=raw,if=virtio"]
     swtpm = None
