@@ -46,7 +46,8 @@ from xnat_fleet.image import qemu
 from xnat_fleet.model.loader import InventorySource
 
 pytestmark = pytest.mark.image
-MEMORY_MIB = 3072
+# The profile sizes PostgreSQL for the real box (shared_buffers 8 GB: roles/postgresql/vars).
+MEMORY_MIB = 12288
 PROBE = Path(__file__).parent / "fixtures" / "pool_probe.py"
 PROBE_UNIT = """[Unit]
 Description=xnat-fleet test probe (tests/test_image_pool_boot.py; tests only)
@@ -229,6 +230,7 @@ def test_supermicro_mirror_cache_and_pool_survive_pulled_disks_and_a_new_image(
             ssd_a, work, memory_mib=MEMORY_MIB, tpm=box, ready=PROBE_DONE, timeout=1500,
             drives=drives(a, b, data), serial=1, nic=_nic(),
             fw_cfg={"xnat-fleet-test/actions": actions},
+            console_log=tmp_path / "console.log",
         )  # fmt: skip
 
     # 1. First boot: the mirror, the cache, the pool, the encrypted volume; files written.

@@ -1186,6 +1186,12 @@ def check_boot(cfg: Config) -> int:
         log(f"{cfg.data_mount} is mounted")
         return 0
     reasons = []
+    if cfg.layout == "pool" and not Path(array_path(POOL_ARRAY)).exists():
+        found = run(["blkid", "-o", "device", "-t", f"LABEL=any:{POOL_ARRAY}"], check=False)
+        reasons.append(
+            f"the data pool {array_path(POOL_ARRAY)} did not assemble: "
+            f"{len(found.stdout.split())} of its {cfg.pool_disk_count} disks are attached"
+        )
     if cfg.encrypt:
         unit = run(
             ["systemd-escape", "--template=systemd-cryptsetup@.service", cfg.mapper], check=False

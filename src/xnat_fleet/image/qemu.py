@@ -117,6 +117,7 @@ def boot(
     drives: list[Drive] | None = None,
     serial: int = 0,
     fw_cfg: dict[str, str] | None = None,
+    console_log: Path | None = None,
 ) -> Boot:
     """Boot ``image`` to its login prompt, then power it off; what the console showed.
 
@@ -132,7 +133,8 @@ def boot(
     ``image`` on virtio (``image`` then only names the box: its UEFI variables, its monitor);
     the firmware boots the first one it can. ``serial``: the UART the guest's console is on
     (the Supermicro's BMC is on the second, ttyS1). ``fw_cfg``: strings the guest reads under
-    /sys/firmware/qemu_fw_cfg/by_name/ (switches for test probes)."""
+    /sys/firmware/qemu_fw_cfg/by_name/ (switches for test probes). ``console_log``: the console
+    is also written to this file as it comes (to follow a long boot, or read a failed one)."""
     missing = requirements(tpm=tpm is not None)
     if missing:
         raise BootError("cannot boot images here, missing: " + ", ".join(missing))
@@ -175,6 +177,8 @@ def boot(
         ]  # fmt: skip
     prompts = {k: v for k, v in PROMPTS.items() if not (failed_units and k == "failed unit")}
     child = pexpect.spawn("qemu-system-x86_64", args, timeout=timeout, maxread=65536)
+    log = console_log.open("ab") if console_log is not None else None
+    child.logfile_read = log
     started = time.monotonic()
     try:
         if powers_off:
@@ -222,6 +226,8 @@ def boot(
         monitor.unlink(missing_ok=True)
         if swtpm is not None:
             _stop(swtpm)
+        if log is not None:
+            log.close()
 
 
 def _start_swtpm(state: Path, base: Path) -> tuple[subprocess.Popen[bytes], Path]:
