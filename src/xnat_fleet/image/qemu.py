@@ -53,6 +53,9 @@ class Drive:
     path: Path
     serial: str
     ssd: bool = False
+    # bytes/s and I/O operations/s this disk is held to (a hard disk's speed; None: the host's)
+    bps: int | None = None
+    iops: int | None = None
 
 
 class BootError(FleetError):
@@ -65,6 +68,7 @@ class Boot:
     console: str  # the serial console up to the login prompt (and the shutdown)
     shutdown_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    seconds_to_ready: float = 0.0  # power-on to the ``ready`` line (0: none was asked for)
 
 
 def _text(data: object) -> str:
@@ -157,10 +161,13 @@ def boot(
     else:
         args += ["-device", "virtio-scsi-pci,id=scsi0"]
         for n, d in enumerate(drives):
+            limits = (f",throttling.bps-total={d.bps}" if d.bps else "") + (
+                f",throttling.iops-total={d.iops}" if d.iops else ""
+            )
             # zeros written become holes: a resyncing mirror does not fill the host's disk
             args += [
                 "-drive", f"file={d.path},format=raw,if=none,id=d{n},discard=unmap,"
-                "detect-zeroes=unmap",
+                f"detect-zeroes=unmap{limits}",
                 "-device", f"scsi-hd,drive=d{n},bus=scsi0.0,serial={d.serial},"
                 f"rotation_rate={1 if d.ssd else 7200},bootindex={n + 1}",
             ]  # fmt: skip
@@ -209,6 +216,8 @@ def boot(
                     + (console + _text(child.before))[-3000:]
                 )
             result.console += _text(child.before) + _text(child.after)
+        if ready is not None:
+            result.seconds_to_ready = time.monotonic() - started
         # Units that start beside the getty (sshd, timers) finish before the power button.
         child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=settle)
         result.console += _text(child.before)
