@@ -11,6 +11,10 @@
         At every boot, before Tomcat: once the layout exists, its data file system must be
         mounted; if not, says why (journal, every console, a mail to root, i.e. the study
         admin) and fails, and Tomcat (Requires= on this check) stays stopped.
+    xnat-fleet-storage assemble [--wait S]
+        Layout pool, at every boot before the data volume is opened: an array of this layout
+        that udev left incomplete (a disk is missing) is started degraded after S seconds, as
+        md's own last-resort timer would for an array of this host, and LVM is activated.
     xnat-fleet-storage heal
         Layout pool, at boot and daily: a degraded data pool takes a blank data disk (one with
         no signature at all: a replacement) and rebuilds on it; the admin gets a mail.
@@ -768,6 +772,47 @@ def array_path(name: str) -> str:
     return f"/dev/md/{name}"
 
 
+def array_members(name: str) -> list[str]:
+    """Partitions whose md superblock names the array any:NAME (this layout's)."""
+    found = run(["blkid", "-o", "device", "-t", f"LABEL=any:{name}",
+                 "-t", "TYPE=linux_raid_member"], check=False)  # fmt: skip
+    return sorted(found.stdout.split())
+
+
+def start_arrays(
+    wait: float, volume_group: str, names: Sequence[str] = ("pool", "cache")
+) -> list[str]:
+    """md's own last resort for arrays udev left incomplete: after WAIT seconds for all their
+    disks, start each of this layout's arrays with what is there (degraded: RAID6 runs without
+    two disks, the cache mirror without one), then activate the volume group. What it did."""
+    done: list[str] = []
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and not all(Path(array_path(n)).exists() for n in names):
+        time.sleep(1)
+    for name in names:
+        if Path(array_path(name)).exists():
+            continue
+        members = array_members(name)
+        if not members:
+            continue
+        held = [SYS / "class/block" / Path(m).name / "holders" for m in members]
+        holders = {h.name for d in held for h in d.glob("md*")}
+        if holders:
+            for md in sorted(holders):
+                run(["mdadm", "--run", f"/dev/{md}"])
+                done.append(
+                    f"start the incomplete {name} array /dev/{md} with {len(members)} disks"
+                )
+        else:
+            run(["mdadm", "--assemble", "--run", array_path(name), *members])
+            done.append(f"assemble the {name} array from {', '.join(members)}")
+        log(done[-1])
+    if done or Path(array_path(POOL_ARRAY)).exists():
+        run(["udevadm", "settle"], check=False)
+        run(["vgchange", "--activate", "y", volume_group], check=False)
+    return done
+
+
 class PoolLayout:
     """The boot mirror (md RAID1 root, ESP on both SSDs), the cache (md RAID1 of both SSDs'
     cache partitions) and the pool (md RAID6/10 of the data disks, LVM, the cache attached
@@ -844,21 +889,14 @@ class PoolLayout:
 
     def assemble_existing(self) -> None:
         """Start this relay's pool and cache arrays if the boot has not (a degraded one too)."""
-        for name in (POOL_ARRAY, CACHE_ARRAY):
-            path = array_path(name)
-            if Path(path).exists():
-                state = SYS / "block" / Path(os.path.realpath(path)).name / "md/array_state"
-                inactive = state.exists() and state.read_text().strip() in ("inactive", "clear")
-                # a degraded array waits for md's last-resort timer: start it now
-                if inactive and self.a.act(f"start the degraded {name} array"):
-                    run(["mdadm", "--run", path])
-                continue
-            found = run(["blkid", "-o", "device", "-t", f"LABEL=any:{name}",
-                         "-t", "TYPE=linux_raid_member"], check=False).stdout.split()  # fmt: skip
-            if found and self.a.act(f"assemble the existing {name} array from {', '.join(found)}"):
-                run(["mdadm", "--assemble", "--run", path, *found])
-        if Path(array_path(POOL_ARRAY)).exists() and not self.a.dry_run:
-            run(["vgchange", "--activate", "y", self.cfg.volume_group], check=False)
+        if self.a.dry_run:
+            missing = [n for n in (POOL_ARRAY, CACHE_ARRAY) if not Path(array_path(n)).exists()]
+            for name in missing:
+                if array_members(name):
+                    self.a.act(f"start the existing {name} array")
+            return
+        for line in start_arrays(0, self.cfg.volume_group):
+            self.a.act(line)
 
     # the boot SSDs --------------------------------------------------------------------------
 
@@ -1385,6 +1423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read the recovery passphrase from standard input instead of its file",
     )  # fmt: skip
     sub.add_parser("check-boot", help="fail (and say why) when the data is not mounted")
+    p_asm = sub.add_parser("assemble", help="start this layout's incomplete arrays (at boot)")
+    p_asm.add_argument("--wait", type=float, default=30.0, help="seconds to wait for all disks")
     p_heal = sub.add_parser("heal", help="rebuild a degraded data pool on a blank new disk")
     p_heal.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the pool")
     p_md = sub.add_parser("check-mdadm-conf", help="validate an mdadm.conf candidate")
@@ -1417,6 +1457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_boot(cfg)
         if args.command == "heal":
             return heal(cfg, args.wait)
+        if args.command == "assemble":
+            if cfg.layout == "pool" and load_state(cfg).get("applied"):
+                start_arrays(args.wait, cfg.volume_group)
+            return 0
         report = status(cfg)
         write_status(cfg, report)
         if args.json:
