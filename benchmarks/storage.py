@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -34,24 +33,20 @@ from typing import Any
 
 from xnat_fleet.image import build as build_lib
 from xnat_fleet.image import clone as clone_lib
-from xnat_fleet.image import disk as disk_lib
 from xnat_fleet.image import qemu
 from xnat_fleet.model.loader import InventorySource
 from xnat_fleet.paths import project_root
 
 ROOT = project_root()
+sys.path.insert(0, str(ROOT))
+from tests import guest_probe  # noqa: E402  (the boot tests' probe and how to read it)
+
 EXAMPLE = ROOT / "inventory" / "example"
 PROBE = ROOT / "tests" / "fixtures" / "pool_probe.py"
-PROBE_UNIT = """[Unit]
-Description=xnat-fleet benchmark probe (benchmarks/storage.py)
-After=xnat-fleet-first-boot.service xnat-fleet-storage-check.service tomcat.service
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/python3 /usr/local/sbin/xnat-fleet-test-probe
-[Install]
-WantedBy=multi-user.target
-"""
-PROBE_DONE = re.compile(rb"xnat-fleet test probe: done")
+PROBE_UNIT = guest_probe.unit(
+    "xnat-fleet benchmark probe (benchmarks/storage.py)",
+    ["xnat-fleet-first-boot.service", "xnat-fleet-storage-check.service", "tomcat.service"],
+)
 RELAY = {"nuc": "relay-kings", "supermicro": "relay-leeds"}
 MEMORY = {"nuc": 3072, "supermicro": 12288}  # the profile's PostgreSQL needs the Supermicro's
 SSD, HDD = 6 << 30, 1 << 30
@@ -59,38 +54,6 @@ SSD, HDD = 6 << 30, 1 << 30
 
 def _sh(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout  # noqa: S603
-
-
-def _write(clone: clone_lib.CloneResult, disk: Path) -> None:
-    _sh("truncate", "-s", str(SSD), str(disk))
-    tool = str(Path(sys.executable).with_name("xnat-fleet"))
-    _sh(tool, "image", "write", str(clone.directory), "--device", str(disk), "--allow-standins")
-
-
-def _probe_into(disk: Path, work: Path) -> None:
-    part = disk_lib.partition(disk, clone_lib.ROOT_PARTITION)
-    with disk_lib.mounted(disk, part, work, read_only=False) as root:
-        (root / "usr/local/sbin/xnat-fleet-test-probe").write_text(PROBE.read_text())
-        (root / "etc/systemd/system/xnat-fleet-test-probe.service").write_text(PROBE_UNIT)
-        wants = root / "etc/systemd/system/multi-user.target.wants/xnat-fleet-test-probe.service"
-        wants.symlink_to("../xnat-fleet-test-probe.service")
-        preset = root / "etc/systemd/system-preset/00-aaa-xnat-fleet-test.preset"
-        preset.parent.mkdir(parents=True, exist_ok=True)
-        preset.write_text("enable xnat-fleet-test-probe.service\n")
-
-
-def _mtools(*argv: str) -> str:
-    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)  # noqa: S603
-    return proc.stdout
-
-
-def _last_report(disk: Path) -> dict[str, Any]:
-    esp = disk_lib.partitions(disk)[0]
-    image = f"{disk}@@{esp.offset}"
-    names = [Path(n).name for n in _mtools("mdir", "-b", "-i", image, "::/xnat-fleet-test").split()]
-    last = max(names, key=lambda n: int(n.split("-")[1].split(".")[0]))
-    return dict(json.loads(_mtools("mtype", "-i", image, f"::/xnat-fleet-test/{last}")))
 
 
 def run_profile(
@@ -101,8 +64,8 @@ def run_profile(
     clone = clone_lib.clone(InventorySource(EXAMPLE), [RELAY[profile]], image=golden.directory,
                             build_dir=build_dir, output=work / "clones")[0]  # fmt: skip
     disk = work / f"{profile}-a.raw"
-    _write(clone, disk)
-    _probe_into(disk, work / "mnt")
+    guest_probe.write_clone(clone, disk, SSD)
+    guest_probe.install(disk, work / "mnt", PROBE, PROBE_UNIT)
     drives = None
     if profile == "supermicro":
         b = work / "supermicro-b.raw"
@@ -123,9 +86,10 @@ def run_profile(
         "power_on_to_login_s": round(first.seconds_to_login, 1),
     }
     if profile == "supermicro":
-        qemu.boot(disk, work / "qemu", ready=PROBE_DONE, fw_cfg={"xnat-fleet-test/actions":
+        qemu.boot(disk, work / "qemu", ready=guest_probe.DONE, fw_cfg={"xnat-fleet-test/actions":
                   "wait-sync,bench"}, **common)  # fmt: skip
-        bench = _last_report(disk).get("bench") or {}
+        reports = guest_probe.esp_reports(disk)
+        bench = (reports[-1] if reports else {}).get("bench") or {}
         cached, uncached = bench.get("cached_mib_s", []), bench.get("uncached_mib_s", [])
         out["pool_read"] = bench
         if cached and uncached and max(uncached) > 0:

@@ -15,17 +15,14 @@ passphrase still opens it.
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
+from tests import guest_probe
 from tests.conftest import example_secrets
-from xnat_fleet.cli import cli
 from xnat_fleet.image import audit, qemu
 from xnat_fleet.image import clone as clone_lib
 from xnat_fleet.image import disk as disk_lib
@@ -34,35 +31,11 @@ pytestmark = pytest.mark.image
 MEMORY_MIB = 3072
 DISK_BYTES = 6 << 30
 PROBE = Path(__file__).parent / "fixtures" / "storage_probe.py"
-PROBE_DONE = re.compile(rb"xnat-fleet test probe: done")
-PROBE_UNIT = """[Unit]
-Description=xnat-fleet test probe (tests/test_image_storage_boot.py; tests only)
-After=xnat-fleet-first-boot.service xnat-fleet-storage-check.service postgresql.service
-After=ssh.service tomcat.service
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/python3 /usr/local/sbin/xnat-fleet-test-probe
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _write(clone: clone_lib.CloneResult, disk: Path) -> None:
-    subprocess.run(["truncate", "-s", str(DISK_BYTES), str(disk)], check=True)
-    result = CliRunner().invoke(
-        cli, ["image", "write", str(clone.directory), "--device", str(disk), "--allow-standins"]
-    )
-    assert result.exit_code == 0, result.output
-
-
-def _root(disk: Path, work: Path, **files: str) -> None:
-    """Put files into the written disk's root (the probe, its unit, its switches)."""
-    part = disk_lib.partition(disk, clone_lib.ROOT_PARTITION)
-    with disk_lib.mounted(disk, part, work, read_only=False) as root:
-        for rel, text in files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+PROBE_UNIT = guest_probe.unit(
+    "xnat-fleet test probe (tests/test_image_storage_boot.py; tests only)",
+    ["xnat-fleet-first-boot.service", "xnat-fleet-storage-check.service", "postgresql.service",
+     "ssh.service", "tomcat.service"],
+)  # fmt: skip
 
 
 def _reports(disk: Path, work: Path) -> list[dict[str, Any]]:
@@ -104,26 +77,15 @@ def test_nuc_data_volume_is_made_at_first_boot_and_opens_only_on_its_own_box(
     assert not missing, f"QEMU/OVMF/swtpm missing (make bootstrap installs them): {missing}"
     leeds = clones["relay-leeds"]
     disk = tmp_path / "leeds-disk.raw"
-    _write(leeds, disk)
-    enable = "etc/systemd/system/multi-user.target.wants/xnat-fleet-test-probe.service"
-    _root(
-        disk, tmp_path / "m0",
-        **{
-            "usr/local/sbin/xnat-fleet-test-probe": PROBE.read_text(),
-            "etc/systemd/system/xnat-fleet-test-probe.service": PROBE_UNIT,
-            # before the image's own preset, which first boot's preset-all applies
-            "etc/systemd/system-preset/00-aaa-xnat-fleet-test.preset":
-                "enable xnat-fleet-test-probe.service\n",
-        },
-    )  # fmt: skip
+    guest_probe.write_clone(leeds, disk, DISK_BYTES)
+    guest_probe.install(disk, tmp_path / "m0", PROBE, PROBE_UNIT)
     part = disk_lib.partition(disk, clone_lib.ROOT_PARTITION)
-    with disk_lib.mounted(disk, part, tmp_path / "m1", read_only=False) as root:
-        (root / enable).symlink_to("../xnat-fleet-test-probe.service")
+    with disk_lib.mounted(disk, part, tmp_path / "m1") as root:
         assert (root / "etc/xnat-fleet/storage/recovery.key").is_file()  # the clone carries it
     box = tmp_path / "tpm-leeds"
 
     # 1. First boot on its own box: the layout is made.
-    qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, tpm=box, ready=PROBE_DONE)
+    qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, tpm=box, ready=guest_probe.DONE)
     first = _reports(disk, tmp_path / "r1")[-1]
     parts = _partitions(first)
     assert first["data_mounted"], first
@@ -142,8 +104,8 @@ def test_nuc_data_volume_is_made_at_first_boot_and_opens_only_on_its_own_box(
     assert root_bytes + data_bytes > DISK_BYTES - (300 << 20)  # the whole disk is used
 
     # 2. The same box again: unlocked with no keyboard; the data fills up, the root does not.
-    _root(disk, tmp_path / "m2", **{"etc/xnat-fleet-test/fill": "yes\n"})
-    qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, tpm=box, ready=PROBE_DONE)
+    guest_probe.put_files(disk, tmp_path / "m2", {"etc/xnat-fleet-test/fill": "yes\n"})
+    qemu.boot(disk, tmp_path, memory_mib=MEMORY_MIB, tpm=box, ready=guest_probe.DONE)
     second = _reports(disk, tmp_path / "r2")[-1]
     # Tomcat is up or (under TCG, slowly) on its way up: started, never held back
     assert second["data_mounted"]
@@ -159,12 +121,9 @@ def test_nuc_data_volume_is_made_at_first_boot_and_opens_only_on_its_own_box(
 
     # 3. Another box (a TPM2 that never saw this disk): locked, XNAT stopped, the reason shown.
     passphrase = example_secrets("relay-leeds")["vault_storage_recovery_passphrase"]
-    _root(
-        disk, tmp_path / "m3",
-        **{"etc/xnat-fleet-test/recovery": passphrase},
-    )  # fmt: skip
+    guest_probe.put_files(disk, tmp_path / "m3", {"etc/xnat-fleet-test/recovery": passphrase})
     other = qemu.boot(
-        disk, tmp_path, memory_mib=MEMORY_MIB, tpm=tmp_path / "tpm-other", ready=PROBE_DONE,
+        disk, tmp_path, memory_mib=MEMORY_MIB, tpm=tmp_path / "tpm-other", ready=guest_probe.DONE,
         failed_units=True,
     )  # fmt: skip
     third = _reports(disk, tmp_path / "r3")[-1]

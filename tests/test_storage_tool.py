@@ -144,6 +144,27 @@ def test_the_boot_check_waits_for_the_layout_then_insists_on_the_mount(
     assert report["verdict"] == "fail" and f"{cfg.data_mount} is not mounted" in report["reasons"]
 
 
+def test_the_pool_members_are_found_by_name_with_one_search_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[list[str]] = []
+    export = (
+        "DEVNAME=/dev/sdd1\nLABEL=any:pool\nTYPE=linux_raid_member\n\n"
+        "DEVNAME=/dev/sdx1\nLABEL=any:pool\nTYPE=ext4\n\n"
+        "DEVNAME=/dev/sdc1\nLABEL=any:pool\nTYPE=linux_raid_member\n"
+    )
+
+    def fake_run(argv: list[str], **kwargs: Any) -> Any:
+        calls.append(argv)
+        return st.subprocess.CompletedProcess(argv, 0, export, "")
+
+    monkeypatch.setattr(st, "run", fake_run)
+    # an ext4 that happens to carry the label is no member
+    assert st.array_members("pool") == ["/dev/sdc1", "/dev/sdd1"]
+    # blkid refuses a second -t ("Can only search for one NAME=value pair")
+    assert [a for a in calls[0] if a == "-t"] == ["-t"] and "LABEL=any:pool" in calls[0]
+
+
 def test_a_line_of_crypttab_or_fstab_is_replaced_not_repeated(tmp_path: Path) -> None:
     tab = tmp_path / "crypttab"
     tab.write_text("# comment\nother UUID=1 none luks\nrelay-data UUID=old none luks\n")

@@ -773,10 +773,15 @@ def array_path(name: str) -> str:
 
 
 def array_members(name: str) -> list[str]:
-    """Partitions whose md superblock names the array any:NAME (this layout's)."""
-    found = run(["blkid", "-o", "device", "-t", f"LABEL=any:{name}",
-                 "-t", "TYPE=linux_raid_member"], check=False)  # fmt: skip
-    return sorted(found.stdout.split())
+    """Partitions whose md superblock names the array any:NAME (this layout's). blkid takes one
+    search token only, so the type is checked on what it finds."""
+    found = run(["blkid", "-o", "export", "-t", f"LABEL=any:{name}"], check=False).stdout
+    members = []
+    for block in found.split("\n\n"):
+        tags = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if tags.get("TYPE") == "linux_raid_member" and tags.get("DEVNAME"):
+            members.append(tags["DEVNAME"])
+    return sorted(members)
 
 
 def start_arrays(
@@ -1225,10 +1230,9 @@ def check_boot(cfg: Config) -> int:
         return 0
     reasons = []
     if cfg.layout == "pool" and not Path(array_path(POOL_ARRAY)).exists():
-        found = run(["blkid", "-o", "device", "-t", f"LABEL=any:{POOL_ARRAY}"], check=False)
         reasons.append(
             f"the data pool {array_path(POOL_ARRAY)} did not assemble: "
-            f"{len(found.stdout.split())} of its {cfg.pool_disk_count} disks are attached"
+            f"{len(array_members(POOL_ARRAY))} of its {cfg.pool_disk_count} disks are attached"
         )
     if cfg.encrypt:
         unit = run(
