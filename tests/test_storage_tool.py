@@ -165,6 +165,21 @@ def test_the_pool_members_are_found_by_name_with_one_search_token(
     assert [a for a in calls[0] if a == "-t"] == ["-t"] and "LABEL=any:pool" in calls[0]
 
 
+def test_an_array_named_by_its_link_has_the_members_of_its_md_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slaves = tmp_path / "sys/block/md127/slaves"
+    slaves.mkdir(parents=True)
+    for name in ("sdd1", "sdc1"):
+        (slaves / name).touch()
+    link = tmp_path / "dev/md/pool"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(tmp_path / "dev/md127")
+    monkeypatch.setattr(st, "SYS", tmp_path / "sys")
+    assert st.PoolLayout.members(str(link)) == ["sdc1", "sdd1"]
+    assert st.PoolLayout.members(str(tmp_path / "dev/md127")) == ["sdc1", "sdd1"]
+
+
 def test_a_line_of_crypttab_or_fstab_is_replaced_not_repeated(tmp_path: Path) -> None:
     tab = tmp_path / "crypttab"
     tab.write_text("# comment\nother UUID=1 none luks\nrelay-data UUID=old none luks\n")

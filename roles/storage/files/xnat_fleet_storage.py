@@ -842,7 +842,8 @@ class PoolLayout:
 
     @staticmethod
     def members(array: str) -> list[str]:
-        slaves = SYS / "block" / Path(array).name / "slaves"
+        """The member partitions of ARRAY (/dev/mdN or its /dev/md/NAME link)."""
+        slaves = SYS / "block" / Path(os.path.realpath(array)).name / "slaves"
         return sorted(p.name for p in slaves.iterdir()) if slaves.is_dir() else []
 
     @staticmethod
@@ -1168,6 +1169,8 @@ def heal(cfg: Config, wait: float = 0.0) -> int:
     members = PoolLayout.members(pool)
     sizes = [int((SYS / "class/block" / m / "size").read_text()) for m in members]
     sectors = max(sizes) if sizes else 0
+    if not sectors:
+        raise StorageError(f"{pool}: no member left to size a replacement by")
     disks = list_disks()
     in_use = {PoolLayout.parent(m) for m in members}
     root = run(["findmnt", "-n", "-o", "SOURCE", "/"]).stdout.strip()
