@@ -29,15 +29,19 @@ TOOL = "usr/local/sbin/xnat-fleet-test-probe"
 UNIT = "xnat-fleet-test-probe.service"
 
 
-def write_clone(clone: clone_lib.CloneResult, disk: Path, size: int) -> None:
-    """The clone onto DISK (SIZE bytes) with ``xnat-fleet image write``, over whatever it held:
-    as on a real SSD, the old contents stay beyond the image's extents."""
+def write_clone(
+    clone: clone_lib.CloneResult, disk: Path, size: int, *, force: bool = False
+) -> None:
+    """The clone onto DISK (SIZE bytes) with ``xnat-fleet image write``, over whatever it held
+    (FORCE: a disk with data, as when a relay's SSD is re-imaged): as on a real SSD, the old
+    contents stay beyond the image's extents."""
     subprocess.run(["truncate", "-s", str(size), str(disk)], check=True)
-    result = CliRunner().invoke(
-        cli, ["image", "write", str(clone.directory), "--device", str(disk), "--allow-standins"]
-    )
+    argv = ["image", "write", str(clone.directory), "--device", str(disk), "--allow-standins"]
+    result = CliRunner().invoke(cli, [*argv, "--force"] if force else argv)
     if result.exit_code != 0:
-        raise AssertionError(f"image write to {disk} failed: {result.output}")
+        raise AssertionError(
+            f"image write to {disk} failed: {result.output} {result.stderr} {result.exception!r}"
+        )
 
 
 def unit(description: str, after: Iterable[str]) -> str:

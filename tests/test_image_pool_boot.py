@@ -141,9 +141,13 @@ def _nic() -> str:
 
 
 def _array(report: dict[str, Any], name: str) -> dict[str, Any]:
+    """The array named any:NAME in its superblock. Its /dev/md link is usually NAME; on the
+    first boot after a re-image, while SSD B's stale root half still carries the old any:root,
+    the new root comes up as /dev/md/root_0 (md's way with two arrays of one name)."""
     arrays = report["arrays"]
-    assert name in arrays, f"no /dev/md/{name}: {sorted(arrays)}\n{report['mdstat']}"
-    return dict(arrays[name])
+    found = [a for a in arrays.values() if a["detail"].get("MD_NAME") == f"any:{name}"]
+    assert len(found) == 1, f"not one array any:{name}: {sorted(arrays)}\n{report['mdstat']}"
+    return dict(found[0])
 
 
 def test_supermicro_mirror_cache_and_pool_survive_pulled_disks_and_a_new_image(
@@ -247,7 +251,7 @@ def test_supermicro_mirror_cache_and_pool_survive_pulled_disks_and_a_new_image(
 
     # 6. SSD A re-written with a clone of a newer image: the pool and its files survive.
     newer = _clone(leeds_inventory, _golden("test-newer"), "pool-clones-newer")
-    guest_probe.write_clone(newer, ssd_a, SSD_BYTES)
+    guest_probe.write_clone(newer, ssd_a, SSD_BYTES, force=True)
     guest_probe.install(ssd_a, tmp_path / "m6", PROBE, PROBE_UNIT)
     boot(ssd_a, [*hdds, foreign], "wait-sync,verify")
     sixth = _last(ssd_a)
