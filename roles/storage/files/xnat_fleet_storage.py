@@ -757,15 +757,18 @@ def choose_mirror_disk(
     return ssds[0]
 
 
+def export_tags(text: str) -> dict[str, str]:
+    """KEY=VALUE lines (``mdadm --export``, one device of ``blkid -o export``)."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 def md_detail(device: str) -> dict[str, str]:
     """``mdadm --detail --export``: MD_LEVEL, MD_DEVICES, MD_UUID, MD_DEVICE_<dev>_ROLE, ..."""
-    out = run(["mdadm", "--detail", "--export", device], check=False).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return export_tags(run(["mdadm", "--detail", "--export", device], check=False).stdout)
 
 
 def md_examine(device: str) -> dict[str, str]:
-    out = run(["mdadm", "--examine", "--export", device], check=False).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return export_tags(run(["mdadm", "--examine", "--export", device], check=False).stdout)
 
 
 def array_path(name: str) -> str:
@@ -778,7 +781,7 @@ def array_members(name: str) -> list[str]:
     found = run(["blkid", "-o", "export", "-t", f"LABEL=any:{name}"], check=False).stdout
     members = []
     for block in found.split("\n\n"):
-        tags = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        tags = export_tags(block)
         if tags.get("TYPE") == "linux_raid_member" and tags.get("DEVNAME"):
             members.append(tags["DEVNAME"])
     return sorted(members)
@@ -1163,10 +1166,10 @@ def heal(cfg: Config, wait: float = 0.0) -> int:
         log(f"{pool} is not assembled: nothing to heal")
         return 0
     detail = md_detail(pool)
-    want, have = int(detail.get("MD_DEVICES", "0")), len(PoolLayout.members(pool))
+    members = PoolLayout.members(pool)
+    want, have = int(detail.get("MD_DEVICES", "0")), len(members)
     if have >= want:
         return 0
-    members = PoolLayout.members(pool)
     sizes = [int((SYS / "class/block" / m / "size").read_text()) for m in members]
     sectors = max(sizes) if sizes else 0
     if not sectors:
@@ -1174,7 +1177,7 @@ def heal(cfg: Config, wait: float = 0.0) -> int:
     disks = list_disks()
     in_use = {PoolLayout.parent(m) for m in members}
     root = run(["findmnt", "-n", "-o", "SOURCE", "/"]).stdout.strip()
-    boot = {PoolLayout.parent(m) for m in PoolLayout.members(os.path.realpath(root))}
+    boot = {PoolLayout.parent(m) for m in PoolLayout.members(root)}
     blank = [d for d in disks if d.name not in in_use | boot and not d.signatures and d.rotational
              and d.size >= (sectors + 34 + MIB_SECTORS) * SECTOR]  # fmt: skip
     applier = Applier(cfg, dry_run=False, recovery_key=None)
